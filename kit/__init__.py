@@ -1,0 +1,13 @@
+"""kit: a competition kit for image classification and segmentation on Accelerate + timm."""
+from importlib import import_module
+
+__all__ = ["Competition", "Config", "Trainer", "load_competition", "run"]
+_HOMES = {"Competition": "competition", "load_competition": "competition", "Config": "config",
+          "Trainer": "trainer", "run": "launch"}
+
+
+def __getattr__(name: str):
+    # Lazy: `kit` sub-commands that never train should not pay for importing torch and timm.
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'kit' has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""The `kit` command: one sub-command per stage of the competition loop."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import fire
+
+from .config import load_config
+
+
+def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
+    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads."""
+    from .demo import make_demo
+    path = make_demo(out, seed, task)
+    print(f"demo competition written to {path}")
+
+
+def submit(exp: str, m: str = "", runs: str = "runs", out: str = "submissions", target: str = "auto",
+           force: bool = False) -> None:
+    """Build, validate and write runs/<exp>'s CSV, record it in the ledger, score it (local/Kaggle/later)."""
+    from .submissions import SubmissionError, submit_run
+    try:
+        row = submit_run(exp, str(m), runs, out, target=target, force=force)
+    except SubmissionError as e:
+        raise SystemExit(str(e)) from None
+    cv = "n/a" if row["cv"] is None else f"{row['cv']:.4f}"
+    if row["cv"] is not None and row["cv_folds"] != "all":
+        cv += f" (folds {row['cv_folds']} only)"
+    print(f"wrote {row['file']}  [ledger #{row['id']}, sha256 {row['sha256'][:12]}]" + (f"  ({m})" if m else ""))
+    print(f"CV {row['metric']}: {cv}")
+    if row["status"] == "scored":
+        print(f"public {row['metric']}: {row['public']:.4f}  private: {row['private']:.4f}")
+    elif row["status"] == "failed":
+        raise SystemExit(f"Kaggle did not accept the submission: {row['error']}")
+    elif row["target"] == "kaggle":
+        print(f"uploaded to Kaggle (ref {row['kaggle_ref']}); `kit sync` fetches the score once it is ready")
+    else:
+        print(f"score pending: `kit score {row['id']} --public=...` once you know it")
+
+
+def validate(csv: str, comp: str = "data/demo", all: bool = False) -> None:
+    """Check any submission CSV against the competition's format; exit non-zero listing every problem."""
+    from .competition import load_competition
+    from .validate import validate_submission
+    problems = validate_submission(load_competition(comp), Path(csv), per_kind=10**9 if all else 20)
+    if problems:
+        raise SystemExit("\n".join(problems) + f"\n{csv}: INVALID")
+    print(f"{csv}: valid")
+
+
+def _ledger(out: str, create: bool = False):
+    from .ledger import Ledger
+    path = Path(out) / "ledger.db"
+    if not create and not path.exists():
+        raise SystemExit(f"{path}: no ledger yet (`kit submit` creates it)")
+    return Ledger(path)
+
+
+def score(submission: str, public: float = None, private: float = None, comp: str = "",
+          out: str = "submissions") -> None:
+    """Record public/private scores by hand for a submission (ledger id, CSV name, sha256 prefix or any CSV)."""
+    from .submissions import SubmissionError, record_score
+    try:
+        row = record_score(_ledger(out, create=True), submission, public, private, comp)
+    except (SubmissionError, KeyError) as e:
+        raise SystemExit(str(e).strip('"')) from None
+    print(f"#{row['id']} {Path(row['file']).name}: public {row['public']}  private {row['private']}")
+
+
+def sync(out: str = "submissions") -> None:
+    """Fill scores of pending Kaggle submissions from Kaggle's submissions list."""
+    from .kaggle_client import redact
+    from .submissions import sync_kaggle
+    try:
+        changed = sync_kaggle(_ledger(out))
+    except Exception as e:  # network, auth or an unknown slug: say which, never with a credential in it
+        raise SystemExit(redact(f"kit sync: {type(e).__name__}: {e}")) from None
+    for r in changed:
+        print(f"#{r['id']} {r['status']}: public {r['public']}  private {r['private']}" +
+              (f"  error: {r['error']}" if r["error"] else ""))
+    print(f"{len(changed)} submission(s) updated")
+
+
+def ledger(sort: str = "", asc: bool = False, limit: int = 0, comp: str = "", out: str = "submissions") -> None:
+    """Print the ledger: newest first, or --sort=<column> (--asc for ascending)."""
+    from .compare import format_table, ledger_table
+    try:
+        table = ledger_table(_ledger(out), sort, asc, limit, comp)
+    except KeyError as e:
+        raise SystemExit(str(e).strip('"')) from None
+    print(format_table(table))
+
+
+def diff(a: str, b: str, comp: str = "data/demo", png: str = "", out: str = "submissions") -> None:
+    """How two submissions (CSV paths or ledger ids) disagree: count, cross-tab, PNG grid of the images."""
+    from .compare import comp_of, diff_submissions, resolve_csv
+    led = _ledger(out) if (Path(out) / "ledger.db").exists() else None
+    try:
+        (pa, ra), (pb, _) = resolve_csv(str(a), led), resolve_csv(str(b), led)
+    except (KeyError, FileNotFoundError) as e:
+        raise SystemExit(str(e).strip('"')) from None
+    png_path = Path(png or Path(out) / f"diff_{pa.stem}_vs_{pb.stem}.png")
+    d = diff_submissions(comp_of(ra, comp), pa, pb, png_path)
+    print(f"a: {pa}\nb: {pb}\n{d['n_differ']} of {d['n']} ids differ ({d['n_differ'] / max(d['n'], 1):.1%})")
+    if d["only_a"] or d["only_b"]:
+        print(f"ids only in a: {d['only_a']}, only in b: {d['only_b']}")
+    if d["crosstab"] is not None:
+        print("cross-tab (rows: a, columns: b):\n" + d["crosstab"].to_string())
+    if d["png"]:
+        print(f"images where they differ: {d['png']}")
+
+
+def cvlb(comp: str = "", png: str = "", out: str = "submissions") -> None:
+    """Pearson and Spearman correlation of CV with public score over the ledger, and a scatter PNG."""
+    from .compare import cv_lb_correlation
+    info = cv_lb_correlation(_ledger(out), comp, Path(png or Path(out) / "cvlb.png"))
+    fmt = lambda v: "n/a (needs 3+ distinct points)" if v is None else f"{v:.3f}"  # noqa: E731
+    print(f"{info['competition']}: {info['n']} submission(s) with CV and public score")
+    print(f"Pearson {fmt(info['pearson'])}  Spearman {fmt(info['spearman'])}")
+    if info["png"]:
+        print(f"scatter: {info['png']}")
+
+
+def adval(comp: str = "data/demo", size: int = 0, seed: int = 0) -> None:
+    """Adversarial validation: train-vs-test AUC, the most test-like augmentation, grids and statistics."""
+    from .adval import format_report, run_adval
+    from .competition import load_competition
+    c = load_competition(comp)
+    print(format_report(run_adval(c, size=size, seed=seed), c.root / "adval"))
+
+
+def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int = 0, soft: bool = False,
+           runs: str = "runs", launch: str = "", args: str = "", patience: int = 1) -> None:
+    """Pseudo-label rounds from runs/<exp>: runs/<exp>_pl1, _pl2, ... until CV stops improving."""
+    from .pseudo import run_pseudo
+    run_pseudo(exp, rounds, threshold, per_class_top, soft, runs, launch.split(), args.split(), patience=patience)
+
+
+COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
+            "ledger": ledger, "diff": diff, "cvlb": cvlb}
+
+
+def main() -> None:
+    """Entry point of the `kit` console script."""
+    fire.Fire(COMMANDS)

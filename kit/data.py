@@ -1,0 +1,59 @@
+"""Image-classification data: a dataset over a table of ids and an image folder, and its loader."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array; raise naming the path if it cannot."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f"{path}: cannot read or decode image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class ImageDataset(Dataset):
+    """Rows of (image path, target) -> dict(image, target, index); index maps back to the id."""
+
+    def __init__(self, paths: list, targets=None, transform=None, view_seed: int | None = None):
+        self.paths = [str(p) for p in paths]
+        self.targets = None if targets is None else torch.tensor(np.array(targets))
+        self.transform = transform
+        self.view_seed = view_seed  # set: a random pipeline gives each image one fixed view (seed + index)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        image = read_image(self.paths[i])
+        if self.transform is not None:
+            if self.view_seed is not None:
+                self.transform.set_random_seed(self.view_seed + i)
+            image = self.transform(image=image)["image"]
+        item = {"image": image, "index": i}
+        if self.targets is not None:
+            item["target"] = self.targets[i]
+        return item
+
+
+def _init_worker(_: int) -> None:
+    # Each worker is one process already: OpenCV's own threads would oversubscribe the cores.
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+def build_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
+                 drop_last: bool = False, sampler=None) -> DataLoader:
+    """A DataLoader with seeded shuffling (or the given sampler) and single-threaded workers."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=num_workers, drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+        worker_init_fn=_init_worker, generator=generator,
+    )

@@ -1,0 +1,126 @@
+"""Kaggle uploads and score reads through the kaggle package's own client (KaggleApi).
+
+The kaggle CLI prints "Could not submit to competition" and exits 0 when an upload fails, so
+success is read from Kaggle's answer (a submission ref, a 'Successfully submitted' message),
+never from an exit code. Credentials stay inside the kaggle package: this module only checks
+that they exist and scrubs their values from any text it passes on.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CREDENTIAL_ENV = ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_PASSWORD")
+
+
+@dataclass
+class UploadResult:
+    ok: bool
+    ref: int | None  # Kaggle's submission id when the upload was accepted
+    message: str  # Kaggle's answer (or the error), credentials scrubbed
+
+
+def config_dir() -> Path:
+    """Where the kaggle package looks for kaggle.json / access_token."""
+    return Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+
+
+def has_credentials() -> bool:
+    """Whether the kaggle package can authenticate (env or files), without reading any secret."""
+    if os.environ.get("KAGGLE_API_TOKEN") or (os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY")):
+        return True
+    d = config_dir()
+    return any((d / n).is_file() for n in ("kaggle.json", "access_token", "access_token.txt", "credentials.json"))
+
+
+def redact(text: str) -> str:
+    """`text` with every known credential value replaced by '***'."""
+    secrets = [os.environ.get(k) for k in CREDENTIAL_ENV]
+    try:
+        secrets.append(json.loads((config_dir() / "kaggle.json").read_text()).get("key"))
+    except (OSError, ValueError, AttributeError):
+        pass
+    for name in ("access_token", "access_token.txt"):
+        try:
+            secrets.append((config_dir() / name).read_text().strip())
+        except OSError:
+            pass
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+def make_api():
+    """An authenticated KaggleApi; its import-time chatter and auth help are kept off the terminal."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        try:
+            from kaggle.api.kaggle_api_extended import KaggleApi
+        except SystemExit:  # older kaggle versions exit at import without credentials
+            raise RuntimeError("kaggle: no credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)")
+        api = KaggleApi()
+        try:
+            api.authenticate()
+        except SystemExit:
+            raise RuntimeError("kaggle: no credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)") from None
+    return api
+
+
+def upload(csv: str | Path, message: str, slug: str, api=None) -> UploadResult:
+    """Submit `csv` to competition `slug`; ok only when Kaggle's answer says it was accepted."""
+    api = api or make_api()
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink):
+            resp = api.competition_submit(str(csv), message, slug, quiet=True)
+    except Exception as e:  # HTTP errors (404 competition, 429 limit, 401 auth) arrive as exceptions
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        text = f"HTTP {status}: {e}" if status else f"{type(e).__name__}: {e}"
+        return UploadResult(False, None, redact(_with_output(text, sink)))
+    answer = (getattr(resp, "message", "") or "").strip()
+    ref = int(getattr(resp, "ref", 0) or 0)
+    failed_text = getattr(type(api), "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", "Could not submit to competition")
+    ok = answer != failed_text and (ref > 0 or answer.lower().startswith("successfully submitted"))
+    text = answer or "Kaggle returned an empty answer"
+    return UploadResult(ok, ref or None, redact(text if ok else _with_output(text, sink)))
+
+
+def _with_output(text: str, sink: io.StringIO) -> str:
+    printed = " ".join(sink.getvalue().split())
+    return f"{text} ({printed})" if printed else text
+
+
+def list_submissions(slug: str, api=None, max_pages: int = 20) -> list[dict]:
+    """Every submission Kaggle lists for `slug` (newest first) as plain dicts."""
+    api = api or make_api()
+    out, token = [], ""
+    with api.build_kaggle_client() as client:
+        from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
+        for _ in range(max_pages):
+            req = ApiListSubmissionsRequest()
+            req.competition_name = slug
+            req.page_size = 100
+            if token:
+                req.page_token = token
+            resp = client.competitions.competition_api_client.list_submissions(req)
+            for s in resp.submissions or []:
+                out.append({"ref": int(s.ref), "file_name": s.file_name, "description": s.description,
+                            "status": s.status.name.lower(), "public": _score(s.public_score),
+                            "private": _score(s.private_score), "error": s.error_description or "",
+                            "date": s.date.isoformat() if s.date else None})
+            token = resp.next_page_token
+            if not token:
+                break
+    return out
+
+
+def _score(text) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

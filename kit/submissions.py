@@ -1,0 +1,277 @@
+"""`kit submit`: a run's test table -> a checked CSV -> a ledger row -> a score (local, Kaggle or later)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .competition import Competition, load_competition, read_table
+from .config import load_config
+from .ledger import Ledger, utc_now
+from .tables import output_columns, read_probs
+from .validate import validate_submission
+
+__all__ = ["SubmissionError", "build_submission", "validate_submission", "write_submission", "run_lineage",
+           "submit_run"]
+
+
+class SubmissionError(ValueError):
+    """A submission file breaks the competition's format; the message lists every problem."""
+
+
+def build_submission(comp: Competition, test_table: Path) -> pd.DataFrame:
+    """Arg-max labels (or the probabilities) in the sample submission's id order and header."""
+    ids, probs = read_probs(test_table, comp)
+    sample = read_table(comp.path(comp.sample_submission))
+    kind = comp.submission.get("kind", "label")
+    if kind == "label":
+        if comp.task == "multihead":  # one composite label from the product of the head probabilities
+            from .heads import composite_probs
+            probs = composite_probs(comp, probs)
+        pred = pd.DataFrame({comp.id_column: ids, comp.target: [comp.classes[i] for i in probs.argmax(1)]})
+    elif kind == "probs":
+        pred = pd.DataFrame(probs, columns=output_columns(comp))
+        pred.insert(0, comp.id_column, ids)
+    else:
+        raise SubmissionError(f"{comp.root}: submission.kind 'rle' is built by the segmentation pipeline, "
+                              "not from a class-probability table")
+    sub = sample[[comp.id_column]].merge(pred, on=comp.id_column, how="left")
+    return sub[list(sample.columns)]
+
+
+def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("submissions")) -> Path:
+    """Build, validate and write `submissions/<UTC time>_<exp>.csv`; raise before writing a bad file."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    sub = build_submission(comp, run_dir / "test.parquet")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    path = out_dir / f"{stamp}_{run_dir.name}.csv"
+    tmp = path.with_suffix(".tmp")
+    sub.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    problems = validate_submission(comp, tmp)
+    if problems:
+        tmp.unlink()
+        raise SubmissionError("submission rejected:\n  " + "\n  ".join(problems))
+    tmp.replace(path)
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
+    """The run's CV and which folds it covers: cv.json when complete, else the folds scored so far."""
+    cv = _read_json(run_dir / "cv.json") or {}
+    if cv.get("cv") is not None:
+        return float(cv["cv"]), "all"
+    per_fold = cv.get("per_fold") or {}
+    if not per_fold:  # a run stopped before collecting: score the fold OOF tables it left
+        from .tables import score_oof
+        oofs = sorted(run_dir.glob("fold*/oof.parquet"))
+        if oofs:
+            train = comp.read_train()
+            per_fold = {p.parent.name[4:]: score_oof(comp, train, pd.read_parquet(p))["score"] for p in oofs}
+    if not per_fold:
+        return None, None
+    folds = sorted(per_fold, key=str)
+    return float(sum(per_fold[k] for k in folds) / len(folds)), ",".join(str(k) for k in folds)
+
+
+def run_lineage(run_dir: Path, comp: Competition) -> dict:
+    """Ledger fields describing what produced a run: code, data, folds, config, CV, TTA, members."""
+    run_dir = Path(run_dir)
+    lineage = _read_json(run_dir / "lineage.json") or {}
+    ensemble = _read_json(run_dir / "ensemble.json")
+    members = None
+    experiments = [run_dir.name]
+    if ensemble is not None:
+        members = ensemble.get("members", ensemble) if isinstance(ensemble, dict) else ensemble
+        experiments += [n for n in member_names(members) if n not in experiments]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+    cv, cv_folds = run_cv(run_dir, comp)
+    return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
+            "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
+            "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
+            "tta": _read_json(run_dir / "predict.json")}
+
+
+def member_names(members) -> list[str]:
+    """Run names of ensemble members given as names, {name/run/exp: ...} dicts or a {name: weight} map."""
+    if isinstance(members, dict):
+        return [Path(str(k)).name for k in members]
+    names = []
+    for m in members if isinstance(members, list) else []:
+        name = (m.get("name") or m.get("run") or m.get("exp")) if isinstance(m, dict) else m
+        if name:
+            names.append(Path(str(name)).name)
+    return names
+
+
+def run_competition(run_dir: Path) -> Competition:
+    """The competition of a run: its config.yaml, else lineage.json, else its ensemble members' config."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.yaml").exists():
+        return load_competition(load_config(run_dir / "config.yaml").comp)
+    lineage, ensemble = _read_json(run_dir / "lineage.json") or {}, _read_json(run_dir / "ensemble.json") or {}
+    for source in (lineage, ensemble if isinstance(ensemble, dict) else {}):
+        for key in ("competition", "comp"):
+            if source.get(key):
+                return load_competition(source[key])
+    members = ensemble.get("members", ensemble) if isinstance(ensemble, dict) else ensemble
+    for name in member_names(members):
+        cfg = run_dir.parent / name / "config.yaml"
+        if cfg.exists():
+            return load_competition(load_config(cfg).comp)
+    raise SubmissionError(f"{run_dir}: no config.yaml, lineage.json competition or ensemble member to find "
+                          "the competition from")
+
+
+def choose_target(comp: Competition, target: str = "auto") -> str:
+    """local (a local leaderboard), kaggle (a slug and credentials), or manual (score later by hand)."""
+    from .kaggle_client import has_credentials
+    from .leaderboard import has_leaderboard
+    if target != "auto":
+        if target not in ("local", "kaggle", "manual"):
+            raise SubmissionError(f"--target={target!r}: choose auto, local, kaggle or manual")
+        return target
+    if has_leaderboard(comp):
+        return "local"
+    if comp.kaggle and has_credentials():
+        return "kaggle"
+    return "manual"
+
+
+def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str | Path = "submissions",
+               target: str = "auto", force: bool = False, api=None) -> dict:
+    """Build, validate, write, record and score the submission of runs/<exp>; returns its ledger row."""
+    run_dir = Path(runs) / exp
+    if not (run_dir / "test.parquet").exists():
+        raise SubmissionError(f"{run_dir}/test.parquet not found: train the experiment (with predict_test) first")
+    comp = run_competition(run_dir)
+    where = choose_target(comp, target)
+    ledger = Ledger(Path(out) / "ledger.db")
+    if where == "kaggle":
+        from .kaggle_client import has_credentials
+        if not comp.kaggle:
+            raise SubmissionError(f"{comp.root}/competition.yaml: kaggle: no competition slug to upload to")
+        if not has_credentials():
+            raise SubmissionError("no Kaggle credentials: ~/.kaggle/kaggle.json, ~/.kaggle/access_token, "
+                                  "KAGGLE_API_TOKEN or KAGGLE_USERNAME + KAGGLE_KEY")
+        _check_daily_limit(ledger, comp, force)
+    path = write_submission(comp, run_dir, Path(out))
+    row = {"competition": comp.name, "comp_dir": str(comp.root), "kaggle_slug": comp.kaggle or None,
+           "file": str(path), "sha256": file_sha256(path), "message": message,
+           "target": where, "status": "pending", **run_lineage(run_dir, comp)}
+    if where != "kaggle":
+        row_id = ledger.add(row)
+        if where == "local":
+            score_local(ledger, row_id, comp, path)
+        return ledger.get(row_id)
+    return _submit_kaggle(ledger, comp, path, row, force, api)
+
+
+def _submit_kaggle(ledger: Ledger, comp: Competition, path: Path, row: dict, force: bool, api) -> dict:
+    """Claim a row under the daily limit, upload, and record what Kaggle answered."""
+    with ledger.transaction() as con:  # the count and the claim are one step: two submits cannot both pass
+        if not force and ledger.count_today(comp.kaggle, con) >= comp.daily_limit:
+            path.unlink()
+            raise SubmissionError(_limit_text(comp))
+        row_id = ledger.add({**row, "status": "uploading"}, con)
+    from .kaggle_client import UploadResult, redact, upload
+    try:
+        result = upload(path, row["message"] or path.name, comp.kaggle, api=api)
+    except Exception as e:  # no client, bad credentials file...: the row must not stay 'uploading'
+        result = UploadResult(False, None, redact(f"{type(e).__name__}: {e}"))
+    if result.ok:
+        ledger.update(row_id, status="pending", kaggle_ref=result.ref, error=None)
+    else:
+        ledger.update(row_id, status="failed", error=result.message)
+    return ledger.get(row_id)
+
+
+def _limit_text(comp: Competition) -> str:
+    return (f"daily limit reached: {comp.daily_limit} Kaggle submission(s) to {comp.kaggle} already today "
+            f"(UTC, competition.yaml daily_limit); resets at 00:00 UTC, or pass --force")
+
+
+def _check_daily_limit(ledger: Ledger, comp: Competition, force: bool) -> None:
+    """Refuse before any work when today's uploads already reach competition.yaml's daily_limit."""
+    if not force and ledger.count_today(comp.kaggle) >= comp.daily_limit:
+        raise SubmissionError(_limit_text(comp))
+
+
+def score_local(ledger: Ledger, row_id: int, comp: Competition, path: Path) -> dict:
+    """Score a ledger row's CSV on the local leaderboard and record public/private."""
+    from .leaderboard import score_submission
+    scores = score_submission(comp, path)
+    ledger.update(row_id, public=scores["public"], private=scores["private"], status="scored",
+                  scored_utc=utc_now())
+    return scores
+
+
+def record_score(ledger: Ledger, ref: str | int, public: float | None = None, private: float | None = None,
+                 comp: str = "") -> dict:
+    """Record scores typed in by hand for a submission (ledger id, file or sha256 prefix, or any CSV)."""
+    if public is None and private is None:
+        raise SubmissionError("give --public and/or --private")
+    try:
+        row = ledger.find(ref)
+    except KeyError:
+        if not (Path(str(ref)).suffix == ".csv" and Path(str(ref)).is_file()):
+            raise
+        spec = load_competition(comp) if comp else None  # a CSV made elsewhere: give it a row first
+        new = {"file": str(ref), "sha256": file_sha256(Path(str(ref))), "target": "manual", "status": "pending"}
+        if spec:
+            new.update(competition=spec.name, metric=spec.metric, comp_dir=str(spec.root))
+        row = ledger.get(ledger.add(new))
+    changes = {"status": "scored", "scored_utc": utc_now()}
+    if public is not None:
+        changes["public"] = float(public)
+    if private is not None:
+        changes["private"] = float(private)
+    if row["target"] not in ("kaggle", "local"):
+        changes["target"] = "manual"
+    ledger.update(row["id"], **changes)
+    return ledger.get(row["id"])
+
+
+def sync_kaggle(ledger: Ledger, api=None) -> list[dict]:
+    """Fill status and scores of pending Kaggle rows from Kaggle's submissions list."""
+    from .kaggle_client import list_submissions
+    pending = ledger.rows("target='kaggle' AND status IN ('pending', 'uploading')")
+    changed = []
+    for slug in sorted({r["kaggle_slug"] for r in pending} - {None}):
+        listed = list_submissions(slug, api=api)
+        by_ref = {s["ref"]: s for s in listed}
+        for r in [p for p in pending if p["kaggle_slug"] == slug]:
+            s = by_ref.get(r["kaggle_ref"]) or _match_by_file(r, listed)
+            if s is None:
+                continue
+            if s["status"] == "complete":
+                ledger.update(r["id"], status="scored", public=s["public"], private=s["private"],
+                              kaggle_ref=s["ref"], scored_utc=utc_now())
+            elif s["status"] == "error":
+                ledger.update(r["id"], status="error", kaggle_ref=s["ref"], error=s["error"] or "scoring failed")
+            else:
+                continue
+            changed.append(ledger.get(r["id"]))
+    return changed
+
+
+def _match_by_file(row: dict, listed: list[dict]) -> dict | None:
+    """A row uploaded without a ref (old kaggle versions): the same file name and description."""
+    name = Path(row["file"]).name
+    for s in listed:
+        if s["file_name"] == name and (not row["message"] or s["description"] == row["message"]):
+            return s
+    return None

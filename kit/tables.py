@@ -1,0 +1,73 @@
+"""Prediction tables keyed by id (one column per class), and the run-level merge of fold tables."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .competition import Competition
+from .metrics import get_metric, per_class_f1
+
+
+def write_probs(path: Path, ids: list, probs: np.ndarray, comp: Competition) -> None:
+    """Write id + one float column per class to parquet, atomically."""
+    df = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
+    df.insert(0, comp.id_column, [str(i) for i in ids])
+    tmp = Path(path).with_suffix(".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def output_columns(comp: Competition) -> list[str]:
+    """Names of the probability columns: the classes, or head:class for multi-head."""
+    if comp.task == "multihead":
+        return [f"{h}:{c}" for h, cs in comp.heads.items() for c in cs]
+    return list(comp.classes)
+
+
+def read_probs(path: Path, comp: Competition) -> tuple[list, np.ndarray]:
+    """ids and the probability matrix of a table written by write_probs."""
+    df = pd.read_parquet(path)
+    return df[comp.id_column].astype(str).tolist(), df[output_columns(comp)].to_numpy(np.float64)
+
+
+def score_oof(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> dict:
+    """The competition metric and per-class F1 of an OOF table against the train labels."""
+    labels = train_df.set_index(comp.id_column)[comp.target]
+    y = labels.loc[oof[comp.id_column]].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
+    probs = oof[output_columns(comp)].to_numpy(np.float64)
+    if comp.task == "multihead":  # scored on the composite label, as the submission is
+        from .heads import composite_probs
+        probs = composite_probs(comp, probs)
+    return {"score": get_metric(comp.metric)(y, probs),
+            "per_class_f1": dict(zip(comp.classes, per_class_f1(y, probs)))}
+
+
+def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds: pd.DataFrame) -> dict:
+    """Merge fold tables: oof.parquet + cv.json once every fold has one; test.parquet = mean of fold tests."""
+    run_dir = Path(run_dir)
+    all_folds = sorted(folds.fold.unique().tolist())
+    fold_oofs = {k: run_dir / f"fold{k}" / "oof.parquet" for k in all_folds}
+    done = [k for k, p in fold_oofs.items() if p.exists()]
+    result = {"folds_done": done, "cv": None}
+    per_fold = {k: score_oof(comp, train_df, pd.read_parquet(fold_oofs[k]))["score"] for k in done}
+    result["per_fold"] = per_fold
+    if len(done) == len(all_folds):
+        oof = pd.concat([pd.read_parquet(fold_oofs[k]) for k in all_folds], ignore_index=True)
+        oof = oof[oof[comp.id_column].isin(set(train_df[comp.id_column]))]
+        oof.to_parquet(run_dir / "oof.parquet", index=False)
+        scored = score_oof(comp, train_df, oof)
+        result.update(cv=scored["score"], per_class_f1=scored["per_class_f1"], metric=comp.metric)
+        (run_dir / "cv.json").write_text(json.dumps(result, indent=1))
+    tests = [run_dir / f"fold{k}" / "test.parquet" for k in done]
+    tests = [p for p in tests if p.exists()]
+    if tests:
+        frames = [pd.read_parquet(p) for p in tests]
+        mean = frames[0].copy()
+        cols = output_columns(comp)
+        mean[cols] = np.mean([f[cols].to_numpy() for f in frames], axis=0)
+        mean.to_parquet(run_dir / "test.parquet", index=False)
+        result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
+    return result

@@ -1,0 +1,356 @@
+"""The Trainer: every Accelerate call of the kit lives here. Override the public build_*/step methods."""
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import load_file, save_file
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm.auto import tqdm
+
+from . import folds as folds_mod
+from .competition import load_competition
+from .config import Config, save_config
+from .data import ImageDataset, build_loader
+from .ema import create_ema, eval_module
+from .finetune import param_groups, set_backbone_trainable
+from .heads import encode_targets, head_metrics, output_probs
+from .lineage import data_hash, git_state
+from .losses import loss_from_config
+from .memory import compile_in_place, set_channels_last
+from .metrics import LOWER_IS_BETTER, get_metric, is_better
+from .mixing import create_mixer, mix_batch
+from .models import create_model
+from .preflight import preflight
+from .sampling import create_sampler
+from .tables import write_probs
+from .transforms import build_eval_transforms, build_train_transforms
+
+
+class Trainer:
+    """Train and evaluate one experiment on one or all folds of a competition."""
+
+    config: Config = Config()
+
+    def __init__(self, config: Config | None = None):
+        self.config = config if config is not None else type(self).config
+        cfg = self.config
+        self.name = cfg.name or Path(inspect.getfile(type(self))).stem
+        self.run_dir = Path(cfg.out_dir) / self.name
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=cfg.grad_accum,
+            log_with=None if cfg.log_with == "none" else cfg.log_with,
+            project_dir=str(self.run_dir),
+            # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
+        )
+        self.fold = self.ema = self.mixer = None
+        self.setup_data()
+
+    # ------------------------------------------------------------------ override points
+    def setup_data(self) -> None:
+        """Load the competition, run the pre-flight checks, read (or make) the folds."""
+        cfg = self.config
+        self.comp = load_competition(cfg.comp)
+        with self.accelerator.main_process_first():  # rank 0 writes folds and the scan cache first
+            full = preflight(self.comp, include_test=cfg.predict_test)
+            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
+        self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
+
+    def build_transforms(self, split: str):
+        """Albumentations pipeline for 'train', 'valid' or 'test'."""
+        if split == "train":
+            return build_train_transforms(self.config.aug, self.config.img_size)
+        if split == "valid" and self.config.valid_aug != "none":
+            return build_train_transforms(self.config.valid_aug, self.config.img_size)
+        return build_eval_transforms(self.config.img_size)
+
+    def build_datasets(self, fold: int):
+        """(train, valid) datasets of one fold."""
+        df = self.train_df.merge(self.folds, on=self.comp.id_column, how="left")
+        parts = []
+        for split, rows in (("train", df[df.fold != fold]), ("valid", df[df.fold == fold])):
+            rows = rows.reset_index(drop=True)
+            paths = [self.comp.image_path(i, "train") for i in rows[self.comp.id_column]]
+            targets = encode_targets(self.comp, rows, self.comp.train_csv)  # (N,) or (N, heads) class indices
+            view_seed = self.config.seed if split == "valid" and self.config.valid_aug != "none" else None
+            ds = ImageDataset(paths, targets, self.build_transforms(split), view_seed)
+            ds.ids = rows[self.comp.id_column].tolist()
+            parts.append(ds)
+        if self.config.pseudo:
+            from .pseudo import add_pseudo_rows
+            train_ids = set(self.train_df[self.comp.id_column])
+            parts[0], self.soft_targets = add_pseudo_rows(parts[0], self.config.pseudo, self.comp, fold, train_ids)
+        return parts[0], parts[1]
+
+    def build_test_dataset(self):
+        """The test set, with ids, under the eval pipeline."""
+        ids = self.comp.read_test()[self.comp.id_column].tolist()
+        ds = ImageDataset([self.comp.image_path(i, "test") for i in ids], None, self.build_transforms("test"))
+        ds.ids = ids
+        return ds
+
+    def build_model(self) -> torch.nn.Module:
+        """A timm model sized to the competition's classes."""
+        cfg = self.config
+        return create_model(cfg.model, self.comp.num_classes, cfg.pretrained, cfg.weights, cfg.drop_rate)
+
+    def build_loss(self) -> torch.nn.Module:
+        """The loss named by --loss (one per head for multihead; soft targets when mixing)."""
+        return loss_from_config(self.config, self.comp, self.train_df)
+
+    def build_mixer(self):
+        """MixUp/CutMix (timm's Mixup) applied to each train batch, or None."""
+        cfg = self.config
+        return create_mixer(cfg.mixup, cfg.cutmix, cfg.mix_prob, cfg.smoothing, self.comp.num_classes,
+                            cfg.batch_size, self.comp.task)
+
+    def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Optimizer through timm (weight decay skips biases and norms; the backbone may learn slower)."""
+        cfg = self.config
+        params = model if cfg.backbone_lr_scale == 1 else param_groups(model, cfg.weight_decay, cfg.backbone_lr_scale)
+        return create_optimizer_v2(params, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def build_scheduler(self, optimizer, updates_per_epoch: int):
+        """LR schedule through timm, stepped once per optimizer update (plateau: once per epoch, on the metric)."""
+        cfg = self.config
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+            warmup_lr=cfg.lr / 100, min_lr=cfg.min_lr, step_on_epochs=cfg.sched == "plateau",
+            updates_per_epoch=updates_per_epoch, decay_epochs=cfg.decay_epochs, decay_rate=cfg.decay_rate,
+            patience_epochs=cfg.plateau_patience, plateau_mode="min" if self.comp.metric in LOWER_IS_BETTER else "max",
+        )
+        return scheduler
+
+    def train_step(self, batch: dict) -> dict:
+        """Forward one batch; return a dict with the `loss` to back-propagate."""
+        logits = self.model(batch["image"])
+        return {"loss": self.loss_fn(logits, batch["target"])}
+
+    def eval_step(self, batch: dict) -> dict:
+        """Forward one batch without gradients; return class `probs`."""
+        return {"probs": output_probs(self.comp, self.model(batch["image"]).float())}
+
+    def compute_metrics(self, probs: np.ndarray, targets: np.ndarray) -> dict:
+        """Validation metrics; `score` is the competition metric that selects the best epoch."""
+        if self.comp.task == "multihead":
+            return head_metrics(self.comp, probs, targets)
+        metric = self.comp.metric
+        out = {"score": get_metric(metric)(targets, probs), "accuracy": float((probs.argmax(1) == targets).mean())}
+        eps = 1e-7
+        out["loss"] = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], eps, 1)).mean())
+        return out
+
+    # ------------------------------------------------------------------ public entry points
+    def fit(self, fold: int) -> dict:
+        """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables."""
+        cfg, acc = self.config, self.accelerator
+        set_seed(cfg.seed)
+        self.fold, self.fold_dir = fold, self.run_dir / f"fold{fold}"
+        self._start_run_dir()
+        train_ds, valid_ds = self.build_datasets(fold)
+        self.valid_ids = valid_ds.ids
+        model = set_channels_last(self.build_model(), cfg.channels_last)
+        self.ema = create_ema(model, cfg.ema_decay, acc.device)  # a plain copy, before compile and Accelerate wrap
+        self.model = compile_in_place(model) if cfg.compile else model
+        # Soft pseudo-labels need the soft-target loss whatever the experiment's own loss is.
+        soft = getattr(self, "soft_targets", False)
+        self.loss_fn, self.mixer = SoftTargetCrossEntropy() if soft else self.build_loss(), self.build_mixer()
+        optimizer = self.build_optimizer(self.model)
+        sampler = create_sampler(cfg.sampler, train_ds, self.comp, cfg.seed)
+        train_loader = build_loader(train_ds, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed,
+                                    drop_last=self.mixer is not None, sampler=sampler)  # Mixup needs even batches
+        valid_loader = build_loader(valid_ds, cfg.batch_size, cfg.num_workers, shuffle=False)
+        self.model, self.optimizer, self.train_loader, self.valid_loader = acc.prepare(
+            self.model, optimizer, train_loader, valid_loader)
+        # Not passed to prepare(): a prepared scheduler steps once per process; ours steps per update.
+        self.scheduler = self.build_scheduler(self.optimizer, math.ceil(len(self.train_loader) / cfg.grad_accum))
+        self.step, self.best, self.best_epoch, self.history = 0, None, -1, []
+        for epoch in range(cfg.epochs):
+            self.epoch = epoch
+            if cfg.freeze_epochs:
+                set_backbone_trainable(acc.unwrap_model(self.model), epoch >= cfg.freeze_epochs)
+            t0 = time.perf_counter()
+            train_loss = self._train_epoch()
+            probs = self.predict_loader(self.valid_loader)
+            metrics = self.compute_metrics(probs, valid_ds.targets.numpy())
+            row = {"fold": fold, "epoch": epoch, "step": self.step, "train_loss": train_loss,
+                   "lr": self.optimizer.param_groups[0]["lr"], **{f"valid/{k}": v for k, v in metrics.items()},
+                   "seconds": round(time.perf_counter() - t0, 2)}
+            if is_better(self.comp.metric, metrics["score"], self.best):
+                self.best, self.best_epoch = metrics["score"], epoch
+                self._save_best(probs)
+            self._log(row)
+            self.scheduler.step(epoch + 1, metric=metrics["score"])  # only plateau acts per epoch
+            if cfg.patience and epoch - self.best_epoch >= cfg.patience:
+                acc.print(f"early stop: no better {self.comp.metric} for {cfg.patience} epochs")
+                break
+        self._load_best()
+        if cfg.predict_test:
+            test_ds = self.build_test_dataset()
+            loader = acc.prepare_data_loader(build_loader(test_ds, cfg.batch_size, cfg.num_workers, shuffle=False))
+            probs = self.predict_loader(loader)
+            if acc.is_main_process:
+                write_probs(self.fold_dir / "test.parquet", test_ds.ids, probs, self.comp)
+        acc.wait_for_everyone()
+        summary = {"fold": fold, "best_epoch": self.best_epoch, "score": self.best}
+        acc.print(f"fold {fold}: best {self.comp.metric} {self.best:.4f} at epoch {self.best_epoch}")
+        self._release()
+        return summary
+
+    def predict_loader(self, loader) -> np.ndarray:
+        """Class probabilities for a prepared loader, gathered from every process in dataset order."""
+        train_model, self.model = self.model, eval_module(self.model, self.ema)  # with EMA on, its weights predict
+        try:
+            with self.accelerator.autocast():
+                return self._predict(loader)
+        finally:
+            self.model = train_model
+
+    @torch.no_grad()
+    def _predict(self, loader) -> np.ndarray:
+        self.model.eval()
+        probs, index = [], []
+        for batch in tqdm(loader, desc="predict", leave=False, disable=not self.accelerator.is_local_main_process):
+            out = self.eval_step(batch)
+            p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
+            probs.append(p.cpu())
+            index.append(i.cpu())
+        probs, index = torch.cat(probs).numpy(), torch.cat(index).numpy()
+        n = len(loader.dataset)
+        if len(index) != n or not np.array_equal(np.sort(index), np.arange(n)):
+            raise RuntimeError(f"gathered {len(index)} predictions for {n} rows: some are duplicated or missing")
+        return probs[np.argsort(index)]
+
+    # ------------------------------------------------------------------ loop internals
+    def _train_epoch(self) -> float:
+        cfg, acc = self.config, self.accelerator
+        self.model.train()
+        loss_sum = torch.zeros((), device=acc.device)  # summed on device: no host sync per step
+        bar = tqdm(self.train_loader, desc=f"fold {self.fold} epoch {self.epoch}", leave=False,
+                   disable=not acc.is_local_main_process)
+        for n, batch in enumerate(bar, 1):
+            if self.mixer is not None:
+                batch = mix_batch(self.mixer, batch)
+            with acc.accumulate(self.model):
+                out = self.train_step(batch)
+                acc.backward(out["loss"])
+                if acc.sync_gradients and cfg.clip_grad > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += out["loss"].detach()
+            if acc.sync_gradients:
+                self.step += 1
+                self.scheduler.step_update(num_updates=self.step)
+                if self.ema is not None:
+                    self.ema.update(acc.unwrap_model(self.model), step=self.step)
+            if n % 20 == 0:
+                bar.set_postfix(loss=f"{(loss_sum / n).item():.4f}")
+        return (acc.reduce(loss_sum, "mean") / max(n, 1)).item()
+
+    def _start_run_dir(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            self.fold_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+            save_config(self.config, self.fold_dir / "config.yaml")
+            (self.fold_dir / "metrics.jsonl").unlink(missing_ok=True)
+            src = Path(inspect.getfile(type(self)))
+            if src.exists():
+                shutil.copy(src, self.run_dir / "experiment.py")
+            self._write_lineage()
+        if self.config.log_with != "none":
+            acc.init_trackers(self.name, config=self.config.to_dict())
+        acc.wait_for_everyone()
+
+    def _write_lineage(self) -> None:
+        comp = self.comp
+        folds_file, train_csv = folds_mod.folds_path(comp), comp.path(comp.train_csv)
+        images = [comp.image_path(i, "train") for i in self.train_df[comp.id_column]]
+        lineage = {
+            "experiment": self.name, "experiment_file": str(Path(inspect.getfile(type(self))).resolve()),
+            "trainer_class": type(self).__name__, "competition": str(comp.root),
+            "folds_hash": folds_mod.file_hash(folds_file) if folds_file.exists() else None,
+            "data_hash": data_hash(train_csv, images) if train_csv.exists() else None, **git_state(),
+            "num_processes": self.accelerator.num_processes,
+            "mixed_precision": self.accelerator.mixed_precision,
+        }
+        (self.run_dir / "lineage.json").write_text(json.dumps(lineage, indent=1))
+
+    def _save_best(self, probs: np.ndarray) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            model = acc.unwrap_model(eval_module(self.model, self.ema))  # the EMA weights when EMA is on
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            tmp = self.fold_dir / "best.safetensors.tmp"
+            save_file(state, str(tmp), metadata={"epoch": str(self.epoch), "score": str(self.best)})
+            os.replace(tmp, self.fold_dir / "best.safetensors")
+            write_probs(self.fold_dir / "oof.parquet", self.valid_ids, probs, self.comp)
+        acc.wait_for_everyone()
+
+    def _load_best(self) -> None:
+        state = load_file(str(self.fold_dir / "best.safetensors"))  # on CPU; load_state_dict copies to device
+        self.accelerator.unwrap_model(self.model).load_state_dict(state)
+        if self.ema is not None:  # the best weights are EMA weights: test predictions come from them
+            self.ema.module.load_state_dict(state)
+
+    def _log(self, row: dict) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            with open(self.fold_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))
+        if self.config.log_with != "none":
+            acc.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=self.step)
+
+    def _release(self) -> None:
+        self.model = self.optimizer = self.train_loader = self.valid_loader = self.ema = self.mixer = None
+        self.accelerator.free_memory()
+
+    def fold_list(self) -> list[int]:
+        """The folds `config.fold` asks for: one integer, or every fold in folds.csv for 'all'."""
+        if self.config.fold == "all":
+            return sorted(self.folds.fold.unique().tolist())
+        try:
+            k = int(self.config.fold)
+        except ValueError:
+            raise ValueError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
+        known = sorted(self.folds.fold.unique().tolist())
+        if k not in known:
+            raise ValueError(f"--fold={k}: folds.csv has folds {known}")
+        return [k]
+
+    def finish(self, summaries: list[dict]) -> dict | None:
+        """After the folds: merge fold tables into run-level oof/test tables and cv.json."""
+        acc = self.accelerator
+        result = None
+        if acc.is_main_process:
+            from .tables import collect_run
+            result = collect_run(self.run_dir, self.comp, self.train_df, self.folds)
+        if self.config.log_with != "none":
+            if result and result.get("cv") is not None:
+                acc.log({"cv/score": result["cv"]})
+            acc.end_training()
+        acc.wait_for_everyone()
+        return result
+
+
+def limit_rows(df: pd.DataFrame, target: str, limit: int) -> pd.DataFrame:
+    """About `limit` rows, the same number from every class (quick smoke runs)."""
+    per_class = max(2, limit // df[target].nunique())
+    return df.groupby(target, group_keys=False).head(per_class).reset_index(drop=True)

@@ -1,0 +1,121 @@
+"""Kaggle's submission endpoints, served from inside urllib3: the kaggle package runs unchanged above it.
+
+`FakeKaggle.install(monkeypatch)` replaces `HTTPConnectionPool.urlopen` (the call that would open a
+socket) and blocks sockets outright, so any request that escapes the double fails the test.
+"""
+from __future__ import annotations
+
+import io
+import json
+import socket
+from datetime import datetime, timezone
+
+import urllib3
+from urllib3.connectionpool import HTTPConnectionPool
+
+API = "https://api.kaggle.com/v1/competitions.CompetitionApiService/"
+UPLOAD = "https://www.kaggleusercontent.com/upload/"
+
+
+class FakeKaggle:
+    def __init__(self, competitions=("kit-demo",)):
+        self.competitions = set(competitions)
+        self.requests: list[dict] = []  # every request that reached the "network"
+        self.blobs: dict[str, bytes | None] = {}
+        self.names: dict[str, str] = {}  # upload token -> the file name the client announced
+        self.submissions: list[dict] = []  # newest last
+        self.upload_status = 200  # what the storage PUT answers (403: the upload fails)
+        self.create_error: tuple[int, str] | None = None  # (HTTP code, message) for CreateSubmission
+        self.list_error: tuple[int, str] | None = None  # (HTTP code, message) for ListSubmissions
+        self.scorer = None  # bytes -> (public, private), called on CreateSubmission
+        self.next_ref = 40001
+
+    def install(self, monkeypatch) -> "FakeKaggle":
+        fake = self
+
+        def urlopen(pool, method, url, body=None, headers=None, **kw):
+            port = f":{pool.port}" if pool.port and pool.port not in (80, 443) else ""
+            return fake.handle(method, f"{pool.scheme}://{pool.host}{port}{url}", _read(body), dict(headers or {}))
+
+        def no_socket(*a, **k):
+            raise AssertionError("a real network connection was attempted")
+
+        monkeypatch.setattr(HTTPConnectionPool, "urlopen", urlopen)
+        monkeypatch.setattr(socket.socket, "connect", no_socket)
+        return self
+
+    def handle(self, method: str, url: str, body: bytes, headers: dict) -> urllib3.HTTPResponse:
+        self.requests.append({"method": method, "url": url, "body": body, "headers": headers})
+        if url.startswith(API):
+            return self._api(url[len(API):], json.loads(body or b"{}"))
+        if url.startswith(UPLOAD) and method == "PUT":
+            token = url[len(UPLOAD):]
+            if self.upload_status != 200:
+                return _response(self.upload_status, {"error": "upload refused"})
+            self.blobs[token] = body
+            return _response(200, {})
+        return _response(404, {"code": 404, "message": f"no route {method} {url}"})
+
+    def _api(self, name: str, req: dict) -> urllib3.HTTPResponse:
+        comp = req.get("competitionName")
+        if comp not in self.competitions:
+            return _response(404, {"code": 404, "message": f"Competition {comp} not found"})
+        if name == "StartSubmissionUpload":
+            token = f"blob{len(self.blobs) + 1}"
+            self.blobs[token] = None
+            self.names[token] = req.get("fileName", "")
+            return _response(200, {"token": token, "createUrl": UPLOAD + token})
+        if name == "CreateSubmission":
+            if self.create_error:
+                code, message = self.create_error
+                return _response(code, {"code": code, "message": message})
+            data = self.blobs.get(req.get("blobFileTokens"))
+            if data is None:
+                return _response(400, {"code": 400, "message": "blob was never uploaded"})
+            ref, self.next_ref = self.next_ref, self.next_ref + 1
+            self.submissions.append({"ref": ref, "data": data, "file_name": self.names[req["blobFileTokens"]],
+                                     "description": req.get("submissionDescription", ""), "status": "PENDING",
+                                     "date": datetime.now(timezone.utc)})
+            return _response(200, {"message": f"Successfully submitted to {comp}", "ref": ref})
+        if name == "ListSubmissions":
+            if self.list_error:
+                code, message = self.list_error
+                return _response(code, {"code": code, "message": message})
+            return _response(200, {"submissions": [_listed(s) for s in reversed(self.submissions)]})
+        return _response(404, {"code": 404, "message": f"unknown method {name}"})
+
+    def finish(self, ref: int, public: float | None = None, private: float | None = None, error: str = "") -> None:
+        """Kaggle finished scoring submission `ref` (or failed to, with `error`)."""
+        s = next(s for s in self.submissions if s["ref"] == ref)
+        s.update(status="ERROR" if error else "COMPLETE", public=public, private=private, error=error)
+
+
+def _listed(s: dict) -> dict:
+    out = {"ref": s["ref"], "date": s["date"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "description": s["description"],
+           "fileName": s["file_name"], "status": s["status"], "submittedBy": "kit-user"}
+    if s.get("public") is not None:
+        out["publicScore"] = f"{s['public']:.5f}"
+    if s.get("private") is not None:
+        out["privateScore"] = f"{s['private']:.5f}"
+    if s.get("error"):
+        out["errorDescription"] = s["error"]
+    return out
+
+
+def _read(body) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    if hasattr(body, "read"):
+        data = body.read()
+        return data.encode() if isinstance(data, str) else data
+    return b"".join(c.encode() if isinstance(c, str) else c for c in body)
+
+
+def _response(status: int, payload: dict) -> urllib3.HTTPResponse:
+    return urllib3.HTTPResponse(body=io.BytesIO(json.dumps(payload).encode()), status=status, reason="",
+                                headers={"Content-Type": "application/json"}, preload_content=False,
+                                decode_content=False)

@@ -1,0 +1,39 @@
+"""Run experiments the way users do: `accelerate launch` in a subprocess."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def launch(script: str | Path, *args: str, processes: int = 1, cwd: Path | None = None, timeout: int = 600,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """`accelerate launch` an experiment on the CPU (2 processes use DDP over gloo); raise on failure."""
+    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml")]
+    full_env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **(env or {})}
+    if processes > 1:
+        cmd += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
+        full_env["ACCELERATE_USE_CPU"] = "true"
+    cmd += [str(script), *args]
+    r = subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return r
+
+
+def kit(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the `kit` console script."""
+    r = subprocess.run([str(BIN / "kit"), *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "WANDB_MODE": "offline"})
+    if check and r.returncode != 0:
+        raise AssertionError(f"kit {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,38 @@
+"""The augmentation hook: any albumentations pipeline from a file (A.save) or a module:function."""
+import albumentations as A
+import numpy as np
+import pytest
+
+from kit.transforms import build_train_transforms
+
+
+def names(pipeline):
+    return [type(t).__name__ for t in pipeline.transforms]
+
+
+def noisy_flips(size):
+    """A pipeline factory a user would write in their own module."""
+    return [A.HorizontalFlip(p=1.0), A.GaussNoise(std_range=(0.1, 0.2), p=1.0)]
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".yaml", "yaml"), (".json", "json")])
+def test_saved_albumentations_pipeline_is_loaded_and_finished(tmp_path, suffix, fmt):
+    path = tmp_path / f"augs{suffix}"
+    A.save(A.Compose([A.VerticalFlip(p=1.0), A.CoarseDropout(p=1.0)]), str(path), data_format=fmt)
+    pipeline = build_train_transforms(str(path), 24)
+    assert names(pipeline) == ["VerticalFlip", "CoarseDropout", "Resize", "Normalize", "ToTensorV2"]
+    img = np.tile(np.arange(32, dtype=np.uint8)[:, None, None] * 8, (1, 32, 3))  # rows brighten downwards
+    out = pipeline(image=img)["image"]
+    assert tuple(out.shape) == (3, 24, 24)
+    assert out[0, 0].mean() > out[0, -1].mean()  # flipped vertically: the bright rows are on top
+
+
+def test_module_function_hook_and_clear_errors(tmp_path):
+    pipeline = build_train_transforms("tests.test_transforms:noisy_flips", 16)
+    assert names(pipeline)[:2] == ["HorizontalFlip", "GaussNoise"] and names(pipeline)[-1] == "ToTensorV2"
+    with pytest.raises(FileNotFoundError, match="augs.yaml"):
+        build_train_transforms(str(tmp_path / "augs.yaml"), 16)
+    with pytest.raises(ValueError, match="cannot call nope"):
+        build_train_transforms("tests.test_transforms:nope", 16)
+    with pytest.raises(KeyError, match="module:function"):
+        build_train_transforms("extreme", 16)
