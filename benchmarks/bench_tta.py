@@ -36,7 +36,7 @@ def bench(model: str = "resnet18", batch: int = 32, size: int = 64, views: str =
     with torch.inference_mode():
         for r in range(reps + 1):
             t_one = _time(lambda: fn(x))
-            t_many = _time(lambda: tta.combine(tta.tta_forward(fn, x, names), "mean"))
+            t_many = _time(lambda: tta.predict_views(fn, x, names, "mean"))
             if r:  # round 0 warms up allocator and kernels
                 one.append(t_one)
                 many.append(t_many)
