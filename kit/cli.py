@@ -130,10 +130,19 @@ def adval(comp: str = "data/demo", size: int = 0, seed: int = 0) -> None:
 
 
 def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int = 0, soft: bool = False,
-           runs: str = "runs", launch: str = "", args: str = "", patience: int = 1) -> None:
-    """Pseudo-label rounds from runs/<exp>: runs/<exp>_pl1, _pl2, ... until CV stops improving."""
-    from .pseudo import run_pseudo
-    run_pseudo(exp, rounds, threshold, per_class_top, soft, runs, launch.split(), args.split(), patience=patience)
+           runs: str = "runs", launch: str = "", args: str = "", patience: int = 1, submit: bool = False,
+           out: str = "submissions", target: str = "auto") -> None:
+    """Pseudo-label rounds from runs/<exp>: runs/<exp>_pl1, _pl2, ... until CV stops improving; --submit each."""
+    from functools import partial
+
+    from .competition import CompetitionError
+    from .pseudo import run_pseudo, submit_round
+    on_round = partial(submit_round, runs=runs, out=out, target=target) if submit else None
+    try:
+        run_pseudo(exp, rounds, threshold, per_class_top, soft, runs, launch.split(), args.split(), submit=on_round,
+                   patience=patience)
+    except CompetitionError as e:
+        raise SystemExit(f"kit pseudo: {e}") from None
 
 
 COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,

@@ -32,6 +32,7 @@ COLUMNS = {  # name -> SQL type; the order is the table's column order
     "cv_folds": "TEXT",  # 'all' or the folds the CV covers ('0' for a one-fold smoke run)
     "metric": "TEXT",
     "tta": "TEXT",  # JSON of runs/<exp>/predict.json when test-time augmentation was used
+    "pseudo": "TEXT",  # JSON of a pseudo-label round: parent run, round, threshold, rows (per class)
     "message": "TEXT",
     "target": "TEXT",  # local | kaggle | manual
     "status": "TEXT",  # pending | uploading | scored | failed | error
@@ -164,7 +165,7 @@ class Ledger:
             c.close()
 
 
-JSON_COLUMNS = ("experiments", "members", "config", "tta")
+JSON_COLUMNS = ("experiments", "members", "config", "tta", "pseudo")
 
 
 def _to_sql(value):

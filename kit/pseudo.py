@@ -102,6 +102,9 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
         experiment = parent_dir / "experiment.py"
     base_cfg = load_config(parent_dir / "config.yaml")
     comp = load_competition(base_cfg.comp)
+    if comp.task != "multiclass":  # confidence = the top softmax probability: one label per row
+        raise CompetitionError(f"{comp.root}/competition.yaml: task {comp.task!r}: kit pseudo labels multiclass "
+                               "competitions only")
     train_ids = set(comp.read_train()[comp.id_column])
     parent_cv = json.loads((parent_dir / "cv.json").read_text())["cv"]
     folds = sorted(int(p.name[4:]) for p in parent_dir.glob("fold*") if p.is_dir())
@@ -127,7 +130,7 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
             _launch(experiment, args, launcher)
         cv = json.loads((round_dir / "cv.json").read_text())["cv"]
         meta["cv"] = cv
-        if submit is not None:
+        if submit is not None and meta.get("ledger_id") is None:
             meta.update(submit(name) or {})
         (round_dir / "pseudo.json").write_text(json.dumps(meta, indent=1))
         report.append(meta)
@@ -138,6 +141,18 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
             break
         best_cv, previous, parent_dir = max(best_cv, cv), table, round_dir
     return report
+
+
+def submit_round(name: str, runs: str | Path = "runs", out: str | Path = "submissions",
+                 target: str = "auto") -> dict:
+    """Submit a round's test predictions once: a round already in the ledger is not submitted again."""
+    from .ledger import Ledger
+    from .submissions import submit_run
+    ledger_path = Path(out) / "ledger.db"
+    done = [r for r in Ledger(ledger_path).rows() if (r["experiments"] or [None])[0] == name] \
+        if ledger_path.exists() else []
+    row = done[-1] if done else submit_run(name, f"pseudo-label round {name}", runs, out, target=target)
+    return {"ledger_id": row["id"], "public": row["public"], "private": row["private"]}
 
 
 def format_round(meta: dict, comp: Competition) -> str:

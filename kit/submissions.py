@@ -102,7 +102,16 @@ def run_lineage(run_dir: Path, comp: Competition) -> dict:
     return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
             "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
             "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
-            "tta": _read_json(run_dir / "predict.json")}
+            "tta": _read_json(run_dir / "predict.json"), "pseudo": pseudo_lineage(run_dir)}
+
+
+def pseudo_lineage(run_dir: Path) -> dict | None:
+    """What a pseudo-label round trained on (runs/<exp>_pl<r>/pseudo.json), without its scores."""
+    meta = _read_json(Path(run_dir) / "pseudo.json")
+    if not meta:
+        return None
+    keep = ("round", "parent", "root", "threshold", "per_class_top", "soft", "rows", "unique_ids", "per_class")
+    return {k: meta[k] for k in keep if k in meta}
 
 
 def member_names(members) -> list[str]:

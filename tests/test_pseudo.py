@@ -10,6 +10,7 @@ import torch
 from timm.loss import SoftTargetCrossEntropy
 
 from kit.competition import CompetitionError, load_competition
+from kit.ledger import Ledger
 from kit.pseudo import make_pseudo_table, select_rows
 from tests.helpers import ROOT, kit, launch
 
@@ -99,8 +100,9 @@ def test_two_rounds_end_to_end(demo_copy, tmp_path):
     _two_fold_comp(demo_copy)
     common = [f"--comp={demo_copy}", f"--out_dir={tmp_path}", "--epochs=1", "--num_workers=0", "--limit=150"]
     launch(BASELINE, *common, "--fold=all", "--name=base")
-    r = kit("pseudo", "base", "--rounds=2", "--per_class_top=8", f"--runs={tmp_path}", "--patience=2",
-            "--args=" + " ".join(common[2:]))
+    args = ["pseudo", "base", "--rounds=2", "--per_class_top=8", f"--runs={tmp_path}", "--patience=2",
+            "--args=" + " ".join(common[2:]), "--submit", f"--out={tmp_path / 'subs'}"]
+    r = kit(*args)
     for k in (1, 2):
         meta = json.loads((tmp_path / f"base_pl{k}" / "pseudo.json").read_text())
         assert meta["rows"] > 0 and sum(meta["per_class"].values()) == meta["rows"]
@@ -109,3 +111,20 @@ def test_two_rounds_end_to_end(demo_copy, tmp_path):
         base_oof = pd.read_parquet(tmp_path / "base" / "oof.parquet")
         assert oof.id.is_unique and set(oof.id) == set(base_oof.id)  # real labels only, as in round 0
     assert json.loads((tmp_path / "base_pl2" / "pseudo.json").read_text())["agreement"] is not None
+    # every round is in the ledger with what it trained on, scored on the local leaderboard
+    rows = Ledger(tmp_path / "subs" / "ledger.db").rows()
+    assert [r["pseudo"]["round"] for r in rows] == [1, 2] and [r["pseudo"]["parent"] for r in rows] == ["base", "base_pl1"]
+    assert all(r["pseudo"]["threshold"] == 0.9 and r["pseudo"]["rows"] > 0 and r["public"] is not None for r in rows)
+    kit(*args)  # a re-run (as after a crash) finds the rounds done and submitted: nothing is submitted twice
+    assert len(Ledger(tmp_path / "subs" / "ledger.db").rows()) == 2
+
+
+def test_pseudo_refuses_a_multihead_competition(tmp_path):
+    from kit.demo import make_demo
+    comp = make_demo(tmp_path / "mh", task="multihead")
+    run = tmp_path / "runs" / "mh_exp"
+    run.mkdir(parents=True)
+    (run / "lineage.json").write_text(json.dumps({"experiment_file": str(BASELINE)}))
+    (run / "config.yaml").write_text(f"comp: {comp}\n")
+    r = kit("pseudo", "mh_exp", f"--runs={tmp_path / 'runs'}", check=False)
+    assert r.returncode != 0 and "multihead" in r.stderr and "multiclass competitions only" in r.stderr

@@ -1,0 +1,69 @@
+"""Data pipeline: the kit's real loader (PNG decode + albumentations, default workers) against the step.
+
+    python -m benchmarks.bench_data [--rounds=3 --img_size=32 --batch_size=32]
+
+Three figures on the demo competition: the loader alone in images/s; the training step rate in
+images/s; and the per-step time with the real loader over the per-step time with pre-collated
+in-memory batches of the same shape (target <= 1.05: the model never waits for data).
+Arms alternate round by round; round 0 is warm-up; medians are compared.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import fire
+
+from kit import Config
+from kit.data import build_loader
+
+from .common import MemoryImages, TimedTrainer, demo_competition, median, step_times
+
+
+def loader_rate(trainer: TimedTrainer, batch_size: int, workers: int) -> float:
+    """Images/s of the real train loader alone, from its first batch to its last (workers already up)."""
+    train, _ = trainer.build_datasets(0)
+    loader = build_loader(train, batch_size, workers, shuffle=True, seed=0)
+    it = iter(loader)
+    n, t0 = 0, None
+    for batch in it:
+        if t0 is None:
+            t0 = time.perf_counter()
+            continue
+        n += len(batch["image"])
+    return n / (time.perf_counter() - t0)
+
+
+def bench(rounds: int = 3, img_size: int = 32, batch_size: int = 32, model: str = "resnet18", epochs: int = 1,
+          aug: str = "light") -> dict:
+    """Print and return the loader rate, step rate and real/pre-collated step-time ratio."""
+    comp = str(demo_competition())
+    base = dict(comp=comp, model=model, img_size=img_size, batch_size=batch_size, epochs=epochs, aug=aug,
+                predict_test=False, out_dir=tempfile.mkdtemp(), log_with="none")
+    real = TimedTrainer(Config(name="bench_real", **base))  # default num_workers
+    workers = real.config.num_workers
+    n_train = len(real.build_datasets(0)[0])
+
+    class Collated(TimedTrainer):
+        train_data = MemoryImages(n_train, img_size)
+        valid_data = MemoryImages(batch_size, img_size, seed=1)
+
+    collated = Collated(Config(name="bench_collated", num_workers=0, **base))
+    real_t, coll_t, rates = [], [], []
+    for r in range(rounds + 1):
+        real.fit(0)
+        collated.fit(0)
+        rates.append(loader_rate(real, batch_size, workers))
+        if r:
+            real_t += step_times(real.stamps)
+            coll_t += step_times(collated.stamps)
+    ratio = median(real_t) / median(coll_t)
+    step_rate = batch_size / median(coll_t)
+    print(f"data pipeline ({aug} at {img_size}px, batch {batch_size}, {workers} workers): loader alone "
+          f"{median(rates[1:]):.0f} img/s, train step {step_rate:.0f} img/s (loader/step {median(rates[1:]) / step_rate:.1f}x); "
+          f"step with real loader / pre-collated {ratio:.3f} (target <= 1.05)")
+    return {"ratio": ratio, "loader_img_s": median(rates[1:]), "step_img_s": step_rate}
+
+
+if __name__ == "__main__":
+    fire.Fire(bench)

@@ -1,0 +1,96 @@
+"""Loop overhead: the kit's Trainer against a hand-written Accelerate loop, side by side.
+
+    python -m benchmarks.bench_loop [--steps=24 --rounds=5 --grad_accum=1]
+
+Same timm resnet18, same 64x64 in-memory data, batch 32, same seed, same optimizer and schedule.
+Arms alternate round by round; round 0 and the first steps of each round are warm-up and dropped;
+per-step medians are compared. Targets: ratio <= 1.03, final weights bitwise equal.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+
+import fire
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kit import Config
+
+from .common import MemoryImages, TimedTrainer, demo_competition, median, step_times
+
+
+def hand_loop(cfg: Config, data: MemoryImages) -> tuple[dict, list[float]]:
+    """The textbook Accelerate loop; returns final weights and per-step stamps."""
+    set_seed(cfg.seed)
+    acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum)
+    import timm
+    model = timm.create_model(cfg.model, pretrained=False, num_classes=10, drop_rate=cfg.drop_rate)
+    opt = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    model, opt, loader = acc.prepare(model, opt, loader)
+    sched, _ = create_scheduler_v2(opt, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
+                                   warmup_lr=cfg.lr / 100, min_lr=cfg.min_lr, step_on_epochs=False,
+                                   updates_per_epoch=math.ceil(len(loader) / cfg.grad_accum))
+    loss_fn, step, stamps = nn.CrossEntropyLoss(), 0, []
+    model.train()
+    for batch in loader:
+        stamps.append(time.perf_counter())
+        with acc.accumulate(model):
+            loss = loss_fn(model(batch["image"]), batch["target"])
+            acc.backward(loss)
+            if acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            step += 1
+            sched.step_update(num_updates=step)
+    state = {k: v.detach().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
+    return state, stamps
+
+
+def kit_loop(trainer: TimedTrainer) -> tuple[dict, list[float]]:
+    """One fold of the kit's Trainer; returns its saved weights and per-step stamps."""
+    trainer.fit(0)
+    return load_file(str(trainer.fold_dir / "best.safetensors")), trainer.stamps
+
+
+def bench(steps: int = 24, rounds: int = 5, grad_accum: int = 1, size: int = 64, batch: int = 32,
+          model: str = "resnet18", **overrides) -> dict:
+    """Print and return the kit/hand per-step median ratio and whether final weights are bitwise equal."""
+    data = MemoryImages(steps * batch, size)
+    cfg = Config(comp=str(demo_competition()), model=model, img_size=size, batch_size=batch, epochs=1,
+                 num_workers=0, predict_test=False, grad_accum=grad_accum, out_dir=tempfile.mkdtemp(),
+                 name="bench_loop", log_with="none")
+    cfg = dataclasses.replace(cfg, **overrides)
+    TimedTrainer.train_data, TimedTrainer.valid_data = data, MemoryImages(batch, size, seed=1)
+    trainer = TimedTrainer(cfg)
+    kit_t, hand_t, equal = [], [], None
+    for r in range(rounds + 1):
+        kit_w, kit_s = kit_loop(trainer)
+        hand_w, hand_s = hand_loop(cfg, data)
+        if r == 0:  # warm-up round: allocator, kernels, page cache; weights still compared
+            equal = kit_w.keys() == hand_w.keys() and all(torch.equal(kit_w[k], hand_w[k]) for k in kit_w)
+            continue
+        kit_t += step_times(kit_s)
+        hand_t += step_times(hand_s)
+    ratio = median(kit_t) / median(hand_t)
+    label = f"accum {grad_accum}" + "".join(f", {k}={v}" for k, v in overrides.items())
+    print(f"loop overhead ({model} {size}px batch {batch}, {label}): kit {median(kit_t) * 1e3:.1f} ms/step, "
+          f"hand {median(hand_t) * 1e3:.1f} ms/step, ratio {ratio:.3f} (target <= 1.03); "
+          f"weights bitwise equal: {equal}")
+    return {"ratio": ratio, "equal": equal, "kit_ms": median(kit_t) * 1e3, "hand_ms": median(hand_t) * 1e3}
+
+
+if __name__ == "__main__":
+    fire.Fire(bench)

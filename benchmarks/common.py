@@ -1,0 +1,81 @@
+"""Shared pieces of the benchmarks: in-memory data, a timed Trainer, medians of alternating arms."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from kit import Trainer
+from kit.demo import make_demo
+
+
+class MemoryImages(Dataset):
+    """Random images held in memory (no decoding, no augmentation): the loop alone is measured."""
+
+    def __init__(self, n: int, size: int, num_classes: int = 10, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(n, 3, size, size, generator=g)
+        self.targets = torch.randint(0, num_classes, (n,), generator=g)
+        self.ids = [str(i) for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "target": self.targets[i], "index": i}
+
+
+def demo_competition() -> Path:
+    """A demo competition in a temporary folder (the Trainer needs one for its classes and metric)."""
+    root = Path(tempfile.mkdtemp(prefix="kit-bench-")) / "demo"
+    make_demo(root)
+    return root
+
+
+class TimedTrainer(Trainer):
+    """The kit's Trainer on in-memory data; records the wall time between consecutive train steps."""
+
+    train_data: Dataset = None
+    valid_data: Dataset = None
+
+    def build_datasets(self, fold: int):
+        """In-memory train/valid sets when set, else the competition's real images and augmentation."""
+        self.stamps = []
+        if self.train_data is None:
+            return super().build_datasets(fold)
+        return self.train_data, self.valid_data
+
+    def train_step(self, batch: dict) -> dict:
+        """Stamp the time, then the base step."""
+        self.stamps.append(time.perf_counter())
+        return super().train_step(batch)
+
+
+def step_times(stamps: list[float], warmup: int = 3) -> list[float]:
+    """Per-step durations from consecutive stamps, dropping the first `warmup` steps."""
+    return [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+
+
+def median(xs: list[float]) -> float:
+    """The median of a non-empty list."""
+    return statistics.median(xs)
+
+
+def machine() -> str:
+    """The CPU model, core count and torch version, for the results table."""
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
