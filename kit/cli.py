@@ -111,14 +111,23 @@ def diff(a: str, b: str, comp: str = "data/demo", png: str = "", out: str = "sub
 
 
 def cvlb(comp: str = "", png: str = "", out: str = "submissions") -> None:
-    """Pearson and Spearman correlation of CV with public score over the ledger, and a scatter PNG."""
-    from .compare import cv_lb_correlation
-    info = cv_lb_correlation(_ledger(out), comp, Path(png or Path(out) / "cvlb.png"))
-    fmt = lambda v: "n/a (needs 3+ distinct points)" if v is None else f"{v:.3f}"  # noqa: E731
+    """CV against public score over the ledger: correlation, scatter, and per validation scheme which to trust."""
+    from .compare import compare_schemes, cv_lb_correlation
+    led = _ledger(out)
+    info = cv_lb_correlation(led, comp, Path(png or Path(out) / "cvlb.png"))
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"{info['competition']}: {info['n']} submission(s) with CV and public score")
-    print(f"Pearson {fmt(info['pearson'])}  Spearman {fmt(info['spearman'])}")
+    print(f"Pearson {fmt(info['pearson'])}  Spearman {fmt(info['spearman'])}" +
+          ("" if info["pearson"] is not None else " (needs 3+ distinct points)"))
     if info["png"]:
         print(f"scatter: {info['png']}")
+    by = compare_schemes(led, comp, Path(out) / "cvlb_schemes.png")
+    if by["schemes"]:
+        print(f"{'scheme':<14}{'n':>4}{'Pearson':>9}{'Spearman':>10}{'|CV-public|':>13}{'CV-public':>11}")
+        for name, s in by["schemes"].items():
+            print(f"{name:<14}{s['n']:>4}{fmt(s['pearson']):>9}{fmt(s['spearman']):>10}{s['gap']:>13.3f}{s['bias']:>11.3f}")
+        print(f"recommended validation scheme: {by['recommended']} (tracks the public score best)")
+        print(f"scatter per scheme: {by['png']}")
 
 
 def adval(comp: str = "data/demo", size: int = 0, seed: int = 0) -> None:

@@ -154,3 +154,62 @@ def comp_of(row: dict | None, comp: str) -> Competition:
     if row and row.get("comp_dir") and Path(row["comp_dir"]).exists():
         return load_competition(row["comp_dir"])
     return load_competition(comp)
+
+
+def row_schemes(row: dict) -> dict:
+    """{scheme: CV} of a ledger row: its run's own validation view plus any extra ones it scored."""
+    aug = ((row.get("config") or {}).get("valid_aug") or "none")
+    out = {} if row.get("cv") is None else {"plain" if aug == "none" else aug: row["cv"]}
+    out.update(row.get("cv_schemes") or {})
+    return out
+
+
+def compare_schemes(ledger: Ledger, competition: str = "", png: Path | None = None) -> dict:
+    """Per validation scheme: CV against public score (correlations, mean gap) and the scheme to trust.
+
+    The recommendation ranks by Spearman correlation (does CV order submissions as the leaderboard
+    does?) and breaks ties by the mean |CV - public|; with fewer than 3 points per scheme, by the gap.
+    """
+    from scipy import stats
+    rows = ledger.rows()
+    if not competition and rows:
+        competition = rows[-1]["competition"]
+    rows = [r for r in rows if r["competition"] == competition and r["public"] is not None]
+    table = {}
+    for r in rows:
+        for scheme, cv in row_schemes(r).items():
+            table.setdefault(scheme, []).append((r["id"], float(cv), float(r["public"])))
+    out = {"competition": competition, "schemes": {}, "recommended": None, "png": None}
+    for scheme, pts in table.items():
+        cv, lb = np.array([p[1] for p in pts]), np.array([p[2] for p in pts])
+        s = {"n": len(pts), "pearson": None, "spearman": None, "gap": float(np.abs(cv - lb).mean()),
+             "bias": float((cv - lb).mean())}
+        if len(pts) >= 3 and np.ptp(cv) > 0 and np.ptp(lb) > 0:
+            s["pearson"], s["spearman"] = float(stats.pearsonr(cv, lb)[0]), float(stats.spearmanr(cv, lb)[0])
+        out["schemes"][scheme] = s
+    if out["schemes"]:
+        key = lambda k: (-(out["schemes"][k]["spearman"] if out["schemes"][k]["spearman"] is not None else -2),
+                         out["schemes"][k]["gap"])  # noqa: E731
+        out["recommended"] = min(out["schemes"], key=key)
+    if png is not None and table:
+        out["png"] = _scheme_scatter(table, out, Path(png))
+    return out
+
+
+def _scheme_scatter(table: dict, info: dict, png: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for scheme, pts in table.items():
+        ax.scatter([p[1] for p in pts], [p[2] for p in pts], label=scheme)
+    lo = min(min(p[1], p[2]) for pts in table.values() for p in pts)
+    hi = max(max(p[1], p[2]) for pts in table.values() for p in pts)
+    ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="CV = public")
+    ax.set(xlabel="CV", ylabel="public score", title=f"{info['competition']}: CV per validation scheme")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png

@@ -23,6 +23,7 @@ class Config:
     img_size: int = 32  # square side images are resized to; raise it as far as memory allows
     aug: str = "light"  # preset (kit/transforms.py), an albumentations .yaml/.json (A.save) or module:function
     valid_aug: str = "none"  # validate on one fixed augmented view per image (`kit adval` picks a test-like one)
+    valid_schemes: str = ""  # extra validation views scored side by side, e.g. "plain,testlike" (`kit cvlb` compares)
     batch_size: int = 64  # per process; the effective batch is batch_size * grad_accum * processes
     num_workers: int = 2  # DataLoader workers per process; 0 loads in the main process
     limit: int = 0  # keep only this many train rows (quick smoke runs); 0 keeps all

@@ -29,6 +29,7 @@ COLUMNS = {  # name -> SQL type; the order is the table's column order
     "data_hash": "TEXT",  # train CSV + image manifest
     "folds_hash": "TEXT",
     "cv": "REAL",  # cross-validation score of the run
+    "cv_schemes": "TEXT",  # JSON {scheme: CV} when the run scored extra validation views (--valid_schemes)
     "cv_folds": "TEXT",  # 'all' or the folds the CV covers ('0' for a one-fold smoke run)
     "metric": "TEXT",
     "tta": "TEXT",  # JSON of runs/<exp>/predict.json when test-time augmentation was used
@@ -165,7 +166,7 @@ class Ledger:
             c.close()
 
 
-JSON_COLUMNS = ("experiments", "members", "config", "tta", "pseudo")
+JSON_COLUMNS = ("experiments", "members", "config", "tta", "pseudo", "cv_schemes")
 
 
 def _to_sql(value):

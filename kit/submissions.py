@@ -102,7 +102,8 @@ def run_lineage(run_dir: Path, comp: Competition) -> dict:
     return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
             "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
             "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
-            "tta": _read_json(run_dir / "predict.json"), "pseudo": pseudo_lineage(run_dir)}
+            "tta": _read_json(run_dir / "predict.json"), "pseudo": pseudo_lineage(run_dir),
+            "cv_schemes": (_read_json(run_dir / "schemes.json") or {}).get("cv")}
 
 
 def pseudo_lineage(run_dir: Path) -> dict | None:

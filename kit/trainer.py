@@ -35,6 +35,7 @@ from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
 from .sampling import create_sampler
+from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
 from .transforms import build_eval_transforms, build_train_transforms
 
@@ -199,6 +200,7 @@ class Trainer:
                 acc.print(f"early stop: no better {self.comp.metric} for {cfg.patience} epochs")
                 break
         self._load_best()
+        predict_schemes(self, valid_ds)
         if cfg.predict_test:
             test_ds = self.build_test_dataset()
             loader = acc.prepare_data_loader(build_loader(test_ds, cfg.batch_size, cfg.num_workers, shuffle=False))
@@ -342,6 +344,7 @@ class Trainer:
         if acc.is_main_process:
             from .tables import collect_run
             result = collect_run(self.run_dir, self.comp, self.train_df, self.folds)
+            result["schemes"] = collect_schemes(self.run_dir, self.config, self.comp, self.train_df)
         if self.config.log_with != "none":
             if result and result.get("cv") is not None:
                 acc.log({"cv/score": result["cv"]})

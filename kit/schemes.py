@@ -1,0 +1,62 @@
+"""Validation schemes side by side: one run's OOF under extra fixed validation views, each scored.
+
+A scheme is the view validation images are seen in: `plain` (the eval pipeline) or an augmentation
+preset such as `testlike` (one fixed, seeded view per image). The run's own scheme selects the best
+epoch; the extra ones are predicted with the best weights, so every submission carries one CV per
+scheme and `kit cvlb` can tell which of them moves with the leaderboard.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .data import ImageDataset, build_loader
+from .tables import score_oof, write_probs
+from .transforms import build_eval_transforms, build_train_transforms
+
+
+def primary_scheme(cfg) -> str:
+    """The scheme the run validates (and selects epochs) with."""
+    return "plain" if cfg.valid_aug == "none" else cfg.valid_aug
+
+
+def extra_schemes(cfg) -> list[str]:
+    """The extra schemes `--valid_schemes` asks for, without the primary one."""
+    names = [s.strip() for s in str(cfg.valid_schemes).split(",") if s.strip()]
+    return [s for s in dict.fromkeys(names) if s != primary_scheme(cfg)]
+
+
+def predict_schemes(trainer, valid_ds) -> None:
+    """Predict a fold's validation rows under every extra scheme; write fold<k>/oof_<scheme>.parquet."""
+    cfg, acc = trainer.config, trainer.accelerator
+    for scheme in extra_schemes(cfg):
+        plain = scheme == "plain"
+        transform = build_eval_transforms(cfg.img_size) if plain else build_train_transforms(scheme, cfg.img_size)
+        ds = ImageDataset(valid_ds.paths, valid_ds.targets.numpy(), transform, None if plain else cfg.seed)
+        loader = acc.prepare_data_loader(build_loader(ds, cfg.batch_size, cfg.num_workers, shuffle=False))
+        probs = trainer.predict_loader(loader)
+        if acc.is_main_process:
+            write_probs(trainer.fold_dir / f"oof_{scheme}.parquet", valid_ds.ids, probs, trainer.comp)
+    acc.wait_for_everyone()
+
+
+def collect_schemes(run_dir: Path, cfg, comp, train_df: pd.DataFrame) -> dict | None:
+    """CV per scheme over the folds every scheme has; written to runs/<exp>/schemes.json."""
+    run_dir = Path(run_dir)
+    extras = extra_schemes(cfg)
+    if not extras:
+        return None
+    names = {primary_scheme(cfg): "oof.parquet", **{s: f"oof_{s}.parquet" for s in extras}}
+    folds = sorted(int(d.name[4:]) for d in run_dir.glob("fold*")
+                   if d.name[4:].isdigit() and all((d / f).exists() for f in names.values()))
+    if not folds:
+        return None
+    scores = {}
+    for scheme, file in names.items():
+        oof = pd.concat([pd.read_parquet(run_dir / f"fold{k}" / file) for k in folds], ignore_index=True)
+        scores[scheme] = score_oof(comp, train_df, oof)["score"]
+    out = {"primary": primary_scheme(cfg), "folds": folds, "cv": scores}
+    (run_dir / "schemes.json").write_text(json.dumps(out, indent=1))
+    return out
