@@ -1,6 +1,7 @@
 """Loop overhead: the kit's Trainer against a hand-written Accelerate loop, side by side.
 
-    python -m benchmarks.bench_loop [--steps=24 --rounds=5 --grad_accum=1]
+    python -m benchmarks.bench_loop loop [--steps=24 --rounds=5 --grad_accum=1]
+    python -m benchmarks.bench_loop logging [--steps=60 --every=50]
 
 Same timm resnet18, same 64x64 in-memory data, batch 32, same seed, same optimizer and schedule.
 Arms alternate round by round; round 0 and the first steps of each round are warm-up and dropped;
@@ -92,5 +93,26 @@ def bench(steps: int = 24, rounds: int = 5, grad_accum: int = 1, size: int = 64,
     return {"ratio": ratio, "equal": equal, "kit_ms": median(kit_t) * 1e3, "hand_ms": median(hand_t) * 1e3}
 
 
+def bench_logging(steps: int = 60, rounds: int = 5, size: int = 64, batch: int = 32, model: str = "resnet18",
+                  tracker: str = "tensorboard", every: int = 50) -> dict:
+    """Print and return the kit's per-step median with tracker logging every `every` steps over logging off."""
+    data = MemoryImages(steps * batch, size)
+    base = dict(comp=str(demo_competition()), model=model, img_size=size, batch_size=batch, epochs=1, num_workers=0,
+                predict_test=False, out_dir=tempfile.mkdtemp())
+    TimedTrainer.train_data, TimedTrainer.valid_data = data, MemoryImages(batch, size, seed=1)
+    arms = {"on": TimedTrainer(Config(name="log_on", log_with=tracker, log_every=every, **base)),
+            "off": TimedTrainer(Config(name="log_off", log_with="none", **base))}
+    times = {k: [] for k in arms}
+    for r in range(rounds + 1):
+        for k, trainer in arms.items():
+            trainer.fit(0)
+            if r:
+                times[k] += step_times(trainer.stamps)
+    ratio = median(times["on"]) / median(times["off"])
+    print(f"logging ({tracker} every {every} steps) / off: {median(times['on']) * 1e3:.1f} vs "
+          f"{median(times['off']) * 1e3:.1f} ms/step, ratio {ratio:.3f} (target <= 1.02)")
+    return {"ratio": ratio}
+
+
 if __name__ == "__main__":
-    fire.Fire(bench)
+    fire.Fire({"loop": bench, "logging": bench_logging})

@@ -1,0 +1,110 @@
+"""`make bench`: every benchmark in one run, one table of figures against their targets, RESULTS.md.
+
+    python -m benchmarks.run_all [--quick] [--skip=demo,ckpt]
+
+Each benchmark alternates its arms, drops warm-up and compares medians (see its module). The table
+and the machine it ran on are written to benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import fire
+
+from .common import machine
+
+HERE = Path(__file__).resolve().parent
+
+
+def _rows_loop(quick: bool) -> list[tuple]:
+    from . import bench_loop
+    steps, rounds = (16, 2) if quick else (24, 5)
+    a1 = bench_loop.bench(steps=steps, rounds=rounds)
+    a4 = bench_loop.bench(steps=steps, rounds=rounds, grad_accum=4)
+    rows = [("loop: kit / hand step time, accum 1", a1["ratio"], "<= 1.03", a1["ratio"] <= 1.03),
+            ("loop: final weights bitwise equal, accum 1", a1["equal"], "True", a1["equal"]),
+            ("loop: kit / hand step time, accum 4", a4["ratio"], "<= 1.03", a4["ratio"] <= 1.03),
+            ("loop: final weights bitwise equal, accum 4", a4["equal"], "True", a4["equal"])]
+    from kit import Config
+    if "log_every" in Config.__dataclass_fields__:
+        off = bench_loop.bench_logging(steps=max(steps, 60), rounds=rounds)
+        rows.append(("loop: tracker logging every 50 steps / off", off["ratio"], "<= 1.02", off["ratio"] <= 1.02))
+    return rows
+
+
+def _rows_data(quick: bool) -> list[tuple]:
+    from . import bench_data
+    d = bench_data.bench(rounds=2 if quick else 3)
+    return [("data: loader alone, images/s", round(d["loader_img_s"]), "", None),
+            ("data: train step, images/s", round(d["step_img_s"]), "", None),
+            ("data: loader / step rate", d["loader_img_s"] / d["step_img_s"], ">= 1 (step never waits)",
+             d["loader_img_s"] >= d["step_img_s"]),
+            ("data: step with real loader / pre-collated", d["ratio"], "<= 1.05", d["ratio"] <= 1.05)]
+
+
+def _rows_tta(quick: bool) -> list[tuple]:
+    from . import bench_tta
+    r = bench_tta.bench(views="d4", reps=3 if quick else 7)
+    return [("TTA: 8 views batched / (8 x one view)", r, "<= 1.05", r <= 1.05)]
+
+
+def _rows_ckpt(quick: bool) -> list[tuple]:
+    mod = importlib.import_module(".bench_ckpt", __package__)
+    c = mod.bench()
+    return [("checkpoint: save time / epoch time (demo)", c["save_over_epoch"], "report", None),
+            ("checkpoint: resume time, s", c["resume_s"], "report", None)]
+
+
+def _rows_demo(quick: bool) -> list[tuple]:
+    from . import bench_demo
+    d = bench_demo.bench()
+    rows = [(f"demo stage: {k}, s", round(v, 1), "", None) for k, v in d["stages"].items()]
+    return rows + [("time to first submission (make demo), s", round(d["total_s"]), "<= 300", d["total_s"] <= 300)]
+
+
+def _rows_gpu(quick: bool) -> list[tuple]:
+    import torch
+    if not torch.cuda.is_available():
+        return [("GPU: kit / timm benchmark.py train img/s (resnet50 224px bf16)", "not run: no GPU here", ">= 0.95",
+                 None)]
+    from . import bench_gpu
+    g = bench_gpu.bench()
+    return [(f"GPU ({g['gpu']}): kit / timm train img/s", g["train_ratio"], ">= 0.95", g["train_ratio"] >= 0.95),
+            (f"GPU ({g['gpu']}): kit / timm infer img/s", g["infer_ratio"], ">= 0.95", g["infer_ratio"] >= 0.95)]
+
+
+SECTIONS = {"loop": _rows_loop, "data": _rows_data, "tta": _rows_tta, "ckpt": _rows_ckpt, "demo": _rows_demo,
+            "gpu": _rows_gpu}
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def main(quick: bool = False, skip: str = "", out: str = str(HERE / "RESULTS.md")) -> list[tuple]:
+    """Run the benchmarks, print one table, write it with the machine to RESULTS.md."""
+    skipped = {s.strip() for s in str(skip).split(",") if s.strip()}
+    rows, t0 = [], time.time()
+    for name, fn in SECTIONS.items():
+        if name in skipped:
+            continue
+        try:
+            rows += fn(quick)
+        except ModuleNotFoundError as e:
+            rows.append((f"{name}: not run", f"missing module {e.name}", "", None))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"| {'figure':<{width}} | value | target | met |", f"|{'-' * (width + 2)}|---|---|---|"]
+    for fig, value, target, ok in rows:
+        lines.append(f"| {fig:<{width}} | {_fmt(value)} | {target} | {'' if ok is None else ('yes' if ok else 'NO')} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    header = (f"# Benchmark results\n\nLatest `make bench` ({'quick, ' if quick else ''}{time.strftime('%Y-%m-%d')}, "
+              f"{time.time() - t0:.0f} s) on: {machine()}.\n\n")
+    Path(out).write_text(header + table + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
