@@ -144,7 +144,9 @@ def ensemble_runs(names: list[str], method: str = "soft", name: str = "", runs: 
         raise ValueError(f"{out} is a trained run, not an ensemble: choose another --name")
     comp, oof_ids, oof_stack, test_stack, extra = load_members(names, runs)
     score, y = make_scorer(comp, oof_ids)
-    weights = fit_weights(oof_stack, score, comp.metric, seed) if method == "weighted" else np.full(len(names), 1 / len(names))
+    weights = np.full(len(names), 1 / len(names))
+    if method == "weighted":
+        weights = fit_weights(oof_stack, score, comp.metric, seed)
     oof, test = blend(oof_stack, method, comp, weights), blend(test_stack, method, comp, weights)
     members_cv = {n: score(s) for n, s in zip(names, oof_stack)}
     cv = score(oof)

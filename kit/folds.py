@@ -10,7 +10,7 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, Stratified
 
 from .competition import Competition, CompetitionError, read_table
 
-SCHEMES = ("stratified", "group", "multilabel", "stratified_group")
+SCHEMES = ("stratified", "group", "multilabel", "stratified_group", "adversarial")
 
 
 def folds_path(comp: Competition) -> Path:
@@ -69,12 +69,17 @@ def make_folds(comp: Competition, df: pd.DataFrame, n: int = 5, scheme: str = "s
     if needs_group and group not in df.columns:
         raise CompetitionError(f"{comp.train_csv}: no group column {group!r}; columns: {list(df.columns)}")
     if needs_group and df[group].nunique() < n:
-        raise CompetitionError(f"{comp.train_csv}: column {group!r} has {df[group].nunique()} groups, fewer than {n} folds")
+        raise CompetitionError(f"{comp.train_csv}: column {group!r} has {df[group].nunique()} groups, "
+                               f"fewer than {n} folds")
+    if scheme == "adversarial":  # fold 0 = each class's most test-like rows (`kit adval`)
+        from .adval import adversarial_folds
+        return adversarial_folds(comp, df, n, seed)[0]
     if scheme == "stratified":
         splits = StratifiedKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df))
     elif scheme == "multilabel":
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-        splits = MultilabelStratifiedKFold(n_splits=n, shuffle=True, random_state=seed).split(df, label_matrix(comp, df))
+        mskf = MultilabelStratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
+        splits = mskf.split(df, label_matrix(comp, df))
     elif scheme == "group":  # GroupKFold balances fold sizes; shuffle the group order first so the seed matters
         groups = df[group].to_numpy()
         order = {g: i for i, g in enumerate(np.random.default_rng(seed).permutation(pd.unique(groups)))}

@@ -46,7 +46,8 @@ def test_all_folds_under_ddp_then_predict_with_tta(demo_copy, tmp_path):
     trained_test = pd.read_parquet(run / "test.parquet")
     kit("predict", "exp001_baseline", "--tta=none", f"--runs={runs}", cwd=tmp_path)
     np.testing.assert_allclose(_probs(run / "oof_tta.parquet", comp, oof.id), oof[comp.classes], atol=1e-5)
-    np.testing.assert_allclose(_probs(run / "test.parquet", comp, trained_test.id), trained_test[comp.classes], atol=1e-5)
+    np.testing.assert_allclose(_probs(run / "test.parquet", comp, trained_test.id), trained_test[comp.classes],
+                               atol=1e-5)
 
     r = kit("predict", "exp001_baseline", "--tta=hflip", f"--runs={runs}", cwd=tmp_path)
     without, with_tta = map(float, re.search(r"without TTA: ([\d.]+)\s+with TTA: ([\d.]+)", r.stdout).groups())
