@@ -14,7 +14,7 @@ from .heads import composite_probs, head_sizes
 from .lineage import git_state
 from .metrics import LOWER_IS_BETTER, get_metric, is_better, per_class_f1
 from .submissions import run_competition
-from .tables import output_columns, write_confusion, write_probs
+from .tables import current_predict, output_columns, write_confusion, write_probs
 
 METHODS = ("soft", "hard", "rank", "weighted")
 
@@ -22,7 +22,7 @@ METHODS = ("soft", "hard", "rank", "weighted")
 def member_oof_path(run_dir: Path) -> Path:
     """The OOF table that matches a run's test.parquet: oof_tta.parquet after `kit predict`, else oof.parquet."""
     tta = run_dir / "oof_tta.parquet"
-    return tta if tta.exists() and (run_dir / "predict.json").exists() else run_dir / "oof.parquet"
+    return tta if tta.exists() and current_predict(run_dir) else run_dir / "oof.parquet"
 
 
 def load_members(names: list[str], runs: str | Path) -> tuple[Competition, list, np.ndarray, np.ndarray, dict]:

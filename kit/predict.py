@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from . import folds as folds_mod
 from .config import load_config
@@ -69,12 +70,12 @@ def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], method: str, batch_size: int,
-                    num_workers: int) -> list[np.ndarray]:
+                    num_workers: int, desc: str = "predict") -> list[np.ndarray]:
     """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views."""
     acc = trainer.accelerator
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
         x = batch["image"].to(acc.device)
         for j, model in enumerate(models):
             trainer.model = model
@@ -102,13 +103,15 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     models = fold_models(trainer)
     # test: every fold model on every view of each batch, then the fold average (as training's test.parquet)
     test_ds = trainer.build_test_dataset()
-    per_fold = predict_dataset(trainer, list(models.values()), test_ds, views, method, cfg.batch_size, cfg.num_workers)
+    per_fold = predict_dataset(trainer, list(models.values()), test_ds, views, method, cfg.batch_size, cfg.num_workers,
+                               "test")
     write_probs(run_dir / "test.parquet", test_ds.ids, np.mean(per_fold, 0), comp)
     # OOF: each fold model on its own validation rows, so CV says whether the views help
     oof_parts, plain_parts = [], []
     for k, model in models.items():
         valid_ds = trainer.build_datasets(k)[1]
-        [probs] = predict_dataset(trainer, [model], valid_ds, views, method, cfg.batch_size, cfg.num_workers)
+        [probs] = predict_dataset(trainer, [model], valid_ds, views, method, cfg.batch_size, cfg.num_workers,
+                                   f"fold {k} OOF")
         part = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
         part.insert(0, comp.id_column, [str(i) for i in valid_ds.ids])
         oof_parts.append(part)
@@ -124,9 +127,15 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     if all_folds:
         write_confusion(run_dir, comp, trainer.train_df, oof_tta, "confusion_tta.png")
     info = {"views": views, "method": method, "folds": list(models), "all_folds": all_folds, "metric": comp.metric,
-            "cv": cv, "cv_tta": scored["score"], "per_class_f1_tta": scored["per_class_f1"],
-            "test": str(run_dir / "test.parquet"), "oof_tta": str(run_dir / "oof_tta.parquet")}
+            "cv": cv, "cv_tta": scored["score"], "oof_tta": "oof_tta.parquet",
+            "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}  # ties this record to that test table
     (run_dir / "predict.json").write_text(json.dumps(info, indent=1))
+    if (run_dir / "cv.json").exists():  # per-class F1 with the views, beside the plain ones
+        cv_json = json.loads((run_dir / "cv.json").read_text())
+        cv_json["tta"] = {**{k: info[k] for k in ("views", "method", "cv_tta")},
+                          "per_class_f1": scored["per_class_f1"]}
+        (run_dir / "cv.json").write_text(json.dumps(cv_json, indent=1))
+    info.update(test=str(run_dir / "test.parquet"), oof_tta=str(run_dir / "oof_tta.parquet"))
     trainer.accelerator.free_memory()
     return info
 

@@ -80,6 +80,17 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
     return result
 
 
+def current_predict(run_dir: Path) -> dict | None:
+    """runs/<exp>/predict.json unless test.parquet has changed since `kit predict` wrote both (retraining)."""
+    run_dir = Path(run_dir)
+    path, test = run_dir / "predict.json", run_dir / "test.parquet"
+    if not (path.exists() and test.exists()):
+        return None
+    info = json.loads(path.read_text())
+    from .folds import file_hash
+    return info if info.get("test_sha256") in (None, file_hash(test)) else None
+
+
 def write_confusion(run_dir: Path, comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame,
                     name: str = "confusion.png") -> Path:
     """The OOF confusion matrix as runs/<exp>/confusion.png."""

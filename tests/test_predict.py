@@ -12,6 +12,8 @@ from kit.data import read_image
 from kit.folds import file_hash
 from kit.metrics import macro_f1
 from kit.models import create_model, load_state_dict
+from kit.submissions import run_cv
+from kit.tables import current_predict
 from kit.trainer import limit_rows
 from kit.transforms import build_eval_transforms
 from tests.helpers import ROOT, kit, launch
@@ -57,6 +59,7 @@ def test_all_folds_under_ddp_then_predict_with_tta(demo_copy, tmp_path):
     assert with_tta == pytest.approx(macro_f1(labels.loc[oof_tta.id].astype(int).to_numpy(),
                                               oof_tta[comp.classes].to_numpy()), abs=1e-4)
     assert json.loads((run / "predict.json").read_text())["views"] == ["none", "hflip"]
+    assert run_cv(run, comp) == (pytest.approx(with_tta, abs=1e-4), "all")  # the ledger's CV is the TTA one
 
     # reference: each fold model on each view of a few test images, one by one, averaged by hand
     test = pd.read_parquet(run / "test.parquet")
@@ -71,3 +74,6 @@ def test_all_folds_under_ddp_then_predict_with_tta(demo_copy, tmp_path):
         with torch.no_grad():
             want += [model.eval()(x).softmax(1), model(x.flip(-1)).softmax(1)]
     np.testing.assert_allclose(_probs(run / "test.parquet", comp, ids), torch.stack(want).mean(0).numpy(), atol=1e-5)
+
+    trained_test.to_parquet(run / "test.parquet", index=False)  # a retrained test table: the TTA record is stale
+    assert current_predict(run) is None and run_cv(run, comp) == (pytest.approx(cv["cv"]), "all")
