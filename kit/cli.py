@@ -154,8 +154,56 @@ def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int
         raise SystemExit(f"kit pseudo: {e}") from None
 
 
+def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed: int = 42, group: str = "",
+          force: bool = False) -> None:
+    """Write <comp>/folds.csv (id, fold): stratified | group | multilabel | stratified_group; --force replaces."""
+    from .competition import CompetitionError, load_competition
+    from .folds import create_folds
+    try:
+        path, table, written = create_folds(load_competition(comp), int(n), scheme, int(seed), group, force)
+    except CompetitionError as e:
+        raise SystemExit(f"kit folds: {e}") from None
+    sizes = table.fold.value_counts().sort_index()
+    print(f"{path}: {'written' if written else 'unchanged (same folds already there)'}; {scheme}, seed {seed}, "
+          f"rows per fold " + ", ".join(str(v) for v in sizes.tolist()))
+
+
+def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
+            num_workers: int = -1) -> None:
+    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
+    from .competition import CompetitionError
+    from .predict import predict_run
+    try:
+        info = predict_run(exp, tta, method, runs, batch_size, num_workers)
+    except (CompetitionError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"kit predict: {e}") from None
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"{exp}: {len(info['folds'])} fold model(s) x {len(info['views'])} view(s) ({','.join(info['views'])}, "
+          f"{info['method']})")
+    print(f"CV {info['metric']} without TTA: {fmt(info['cv'])}  with TTA: {fmt(info['cv_tta'])}")
+    print(f"wrote {info['test']} and {info['oof_tta']}")
+
+
+def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs", seed: int = 0) -> None:
+    """Blend runs' OOF/test tables (soft | hard | rank | weighted) into runs/<name>, an experiment like any other."""
+    from .competition import CompetitionError
+    from .ensemble import ensemble_runs
+    if not name:
+        raise SystemExit("kit ensemble: give the new run a --name")
+    try:
+        info = ensemble_runs([str(e) for e in exps], method, str(name), runs, seed)
+    except (CompetitionError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"kit ensemble: {e}") from None
+    print(f"{'run':<28}{'weight':>8}{'CV ' + info['metric']:>16}")
+    for member, cv in info["members_cv"].items():
+        print(f"{member:<28}{info['weights'][member]:>8.3f}{cv:>16.4f}")
+    print(f"{name + ' (' + method + ')':<28}{'':>8}{info['cv']:>16.4f}")
+    print(f"wrote {info['run_dir']}/oof.parquet, test.parquet, cv.json")
+
+
 COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
+COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
 
 
 def main() -> None:

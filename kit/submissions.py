@@ -12,7 +12,7 @@ import yaml
 from .competition import Competition, load_competition, read_table
 from .config import load_config
 from .ledger import Ledger, utc_now
-from .tables import output_columns, read_probs
+from .tables import current_predict, output_columns, read_probs
 from .validate import validate_submission
 
 __all__ = ["SubmissionError", "build_submission", "validate_submission", "write_submission", "run_lineage",
@@ -72,6 +72,9 @@ def _read_json(path: Path):
 def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     """The run's CV and which folds it covers: cv.json when complete, else the folds scored so far."""
     cv = _read_json(run_dir / "cv.json") or {}
+    tta = current_predict(run_dir)
+    if tta and tta.get("all_folds") and tta.get("cv_tta") is not None:  # test.parquet has TTA: so must the CV
+        return float(tta["cv_tta"]), "all"
     if cv.get("cv") is not None:
         return float(cv["cv"]), "all"
     per_fold = cv.get("per_fold") or {}
@@ -102,7 +105,7 @@ def run_lineage(run_dir: Path, comp: Competition) -> dict:
     return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
             "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
             "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
-            "tta": _read_json(run_dir / "predict.json"), "pseudo": pseudo_lineage(run_dir),
+            "tta": current_predict(run_dir), "pseudo": pseudo_lineage(run_dir),
             "cv_schemes": (_read_json(run_dir / "schemes.json") or {}).get("cv")}
 
 
