@@ -9,7 +9,8 @@ from .config import load_config
 
 
 def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
-    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads."""
+    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads;
+    --task=segmentation: synthetic shapes with RLE masks (use --out=data/demo_seg)."""
     from .demo import make_demo
     path = make_demo(out, seed, task)
     print(f"demo competition written to {path}")
@@ -154,7 +155,13 @@ def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int
         raise SystemExit(f"kit pseudo: {e}") from None
 
 
-COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
+def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0, device: str = "") -> None:
+    """Segmentation: re-predict runs/<exp>'s test masks from every fold's best weights with --tta views, fold mean."""
+    from .segmentation import predict_masks
+    print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
+
+
+COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
 
 
