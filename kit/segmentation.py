@@ -55,7 +55,7 @@ def create_seg_loss(name: str, mode: str) -> torch.nn.Module:
     """An smp loss by name for masks of `mode` (binary, multiclass, multilabel); logits in."""
     if name not in SEG_LOSSES:
         raise ValueError(f"--seg_loss={name!r} is not known; choose from {SEG_LOSSES}")
-    bce = smp.losses.SoftCrossEntropyLoss() if mode == "multiclass" else smp.losses.SoftBCEWithLogitsLoss()
+    bce = torch.nn.CrossEntropyLoss() if mode == "multiclass" else smp.losses.SoftBCEWithLogitsLoss()
     make = {"dice": lambda: smp.losses.DiceLoss(mode, from_logits=True), "bce": lambda: bce,
             "lovasz": lambda: smp.losses.LovaszLoss(mode), "focal": lambda: smp.losses.FocalLoss(mode)}
     if name == "bce_dice":
