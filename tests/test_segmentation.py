@@ -17,7 +17,7 @@ from kit.validate import validate_submission
 
 
 @pytest.mark.parametrize("arch, encoder", [("Unet", "tu-test_resnet"), ("FPN", "resnet18"),
-                                           ("DeepLabV3Plus", "tu-test_resnet")])
+                                           ("DeepLabV3Plus", "tu-test_resnet"), ("Unet", "tu-resnet18")])
 def test_smp_models_over_timm_and_smp_encoders(arch, encoder):
     model = create_seg_model(SegConfig(arch=arch, encoder=encoder), 3)
     with torch.no_grad():
