@@ -235,7 +235,11 @@ def collect_seg_run(trainer: SegTrainer) -> dict:
 
 def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size: int = 0,
                   device: str = "") -> Path:
-    """Predict the test set again from every fold's best weights (TTA, fold mean): runs/<exp>/test_masks.npz."""
+    """Predict the test set again from every fold's best weights (TTA, fold mean): runs/<exp>/test_masks.npz.
+
+    The model is rebuilt from the run's config (arch, encoder): an experiment that overrides
+    build_model predicts through its own trainer (predict_test) instead.
+    """
     from safetensors.torch import load_file
     run_dir = Path(runs) / exp
     cfg = load_config(run_dir / "config.yaml", SegConfig)

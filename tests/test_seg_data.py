@@ -22,9 +22,10 @@ def write_comp(root, masks: dict, classes, target_columns=(), rows=None, **extra
         cv2.imwrite(str(root / "train" / f"{i}.png"), rng.integers(0, 255, (8, 6, 3), dtype=np.uint8))
     pd.DataFrame({"id": ids, **(rows or {})}).to_csv(root / "train.csv", index=False)
     pd.DataFrame({"id": ["t"], **{c: "" for c in classes}}).to_csv(root / "sample_submission.csv", index=False)
-    spec = {"task": "segmentation", "classes": list(classes), "target_columns": list(target_columns),
-            "image_size": [8, 6], "masks": masks, "metric": "dice",
+    spec = {"task": "segmentation", "classes": list(classes), "image_size": [8, 6], "masks": masks, "metric": "dice",
             "submission": {"kind": "rle", "columns": ["id", *classes]}, **extra}
+    if target_columns:  # PNG competitions leave it out
+        spec["target_columns"] = list(target_columns)
     (root / "competition.yaml").write_text(yaml.safe_dump(spec))
     return load_competition(root)
 
