@@ -134,3 +134,19 @@ def test_local_score_matches_numpy_dice_and_validation_catches_bad_rle(seg_demo,
     assert len(problems) == 2
     assert "row 5, column 'circle'" in problems[0] and "does not come after" in problems[0]
     assert "row 7, column 'rectangle'" in problems[1] and "beyond the image's 4096 pixels" in problems[1]
+
+
+def test_trainer_preflight_names_a_malformed_rle_row_before_training(seg_demo, tmp_path):
+    import shutil
+
+    from kit.preflight import PreflightError
+    from kit.segmentation import SegTrainer
+    comp_dir = tmp_path / "c"
+    shutil.copytree(seg_demo, comp_dir, ignore=shutil.ignore_patterns(".kit_cache", "folds.csv"))
+    train = pd.read_csv(comp_dir / "train.csv", dtype=str, keep_default_na=False)
+    train.loc[4, "rectangle"] = "10 5 12 3"
+    train.to_csv(comp_dir / "train.csv", index=False)
+    cfg = SegConfig(comp=str(comp_dir), out_dir=str(tmp_path / "runs"), predict_test=False)
+    with pytest.raises(PreflightError, match=r"train.csv:6 column 'rectangle' .*does not come after"):
+        SegTrainer(cfg)
+    assert not (comp_dir / "folds.csv").exists()  # nothing written before the data is fixed
