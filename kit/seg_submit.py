@@ -1,8 +1,10 @@
 """RLE submissions: probability masks -> thresholded, resized, run-length encoded CSV; and their local score.
 
-The sample submission has the id column, then one RLE column per class in `classes` order
-(a binary competition: one column, whatever its name, e.g. EncodedPixels). Pixel order is
-`submission.order`, else `masks.order`.
+Two layouts (`submission.layout`). wide (default): the sample submission has the id column, then
+one RLE column per class in `classes` order (binary: one column, whatever its name, e.g.
+EncodedPixels). long: one row per image and class, keyed by `submission.key` (default
+"{id}_{class}") in the id column, and one RLE column; the test ids then come from `test_csv`.
+Pixel order is `submission.order`, else `masks.order`.
 """
 from __future__ import annotations
 
@@ -23,12 +25,28 @@ from .seg_metrics import binarize, pair_scores
 def rle_columns(comp: Competition, spec: MaskSpec, columns: list[str]) -> list[str]:
     """The sample submission's RLE columns in class order; raise when they cannot map to the classes."""
     value_cols = [c for c in columns if c != comp.id_column]
+    if submission_layout(comp) == "long":
+        if len(value_cols) != 1:
+            raise CompetitionError(f"{comp.path(comp.sample_submission)}: a long RLE submission has one RLE "
+                                   f"column besides {comp.id_column!r}, got {value_cols}")
+        return value_cols
     if len(value_cols) != len(spec.classes):
         raise CompetitionError(f"{comp.path(comp.sample_submission)}: {len(value_cols)} RLE column(s) "
                                f"{value_cols} for {len(spec.classes)} class(es) {list(spec.classes)}")
     if set(value_cols) == set(spec.classes):  # named after the classes: match by name, not position
         return list(spec.classes)
     return value_cols
+
+
+def submission_layout(comp: Competition) -> str:
+    """wide (one RLE column per class) or long (one row per image and class); long needs test_csv."""
+    layout = str(comp.submission.get("layout", "wide"))
+    if layout not in ("wide", "long"):
+        raise CompetitionError(f"{comp.root}/competition.yaml: submission.layout: {layout!r} is not wide or long")
+    if layout == "long" and not comp.test_csv:
+        raise CompetitionError(f"{comp.root}/competition.yaml: test_csv: a long RLE submission keys rows by "
+                               "image and class, so the test image ids must come from test_csv")
+    return layout
 
 
 def submission_order(comp: Competition, spec: MaskSpec) -> str:
@@ -62,7 +80,7 @@ def masks_at_size(probs: np.ndarray, spec: MaskSpec, threshold) -> np.ndarray:
 def build_rle_submission(comp: Competition, run_dir: Path, threshold=None) -> pd.DataFrame:
     """runs/<exp>/test_masks.npz as an RLE table in the sample submission's id order and header."""
     from .segmentation import read_masks
-    spec = mask_spec(comp)
+    spec, layout = mask_spec(comp), submission_layout(comp)
     path = Path(run_dir) / "test_masks.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train with predict_test, or run `kit predict-seg`")
@@ -72,8 +90,14 @@ def build_rle_submission(comp: Competition, run_dir: Path, threshold=None) -> pd
     sample = read_table(comp.path(comp.sample_submission))
     cols, order = rle_columns(comp, spec, list(sample.columns)), submission_order(comp, spec)
     pred = pd.DataFrame({comp.id_column: ids})
-    for c, col in enumerate(cols):
-        pred[col] = [rle_encode(m[c], order) for m in masks]
+    if layout == "long":
+        key = str(comp.submission.get("key", "{id}_{class}"))
+        pred = pd.DataFrame([(key.format(id=i, **{"class": cls}), rle_encode(m[c], order))
+                             for i, m in zip(ids, masks) for c, cls in enumerate(spec.classes)],
+                            columns=[comp.id_column, cols[0]])
+    else:
+        for c, col in enumerate(cols):
+            pred[col] = [rle_encode(m[c], order) for m in masks]
     sub = sample[[comp.id_column]].merge(pred, on=comp.id_column, how="left").fillna("")
     return sub[list(sample.columns)]
 
@@ -91,7 +115,10 @@ def decode_table(comp: Competition, spec: MaskSpec, table: pd.DataFrame, ids: li
 
 
 def score_rle_submission(comp: Competition, csv: str | Path) -> dict:
-    """Public and private dice/IoU of an RLE submission against the local solution's Usage split."""
+    """Public and private dice/IoU of an RLE submission against the local solution's Usage split.
+
+    Every (image, class) pair weighs the same: a wide row holds one pair per class, a long row one.
+    """
     spec = mask_spec(comp)
     solution = read_table(comp.path(comp.leaderboard))
     sub = read_table(Path(csv))

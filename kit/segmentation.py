@@ -103,6 +103,9 @@ class SegTrainer(Trainer):
         cfg = self.config
         self.comp = load_competition(cfg.comp)
         self.spec = mask_spec(self.comp)
+        if self.comp.submission.get("kind") == "rle":
+            from .seg_submit import submission_layout
+            submission_layout(self.comp)  # a submission that cannot be built fails before training
         if self.comp.metric not in SEG_METRICS:
             raise CompetitionError(f"{self.comp.root}/competition.yaml: metric: {self.comp.metric!r}; a "
                                    f"segmentation competition is scored by one of {SEG_METRICS}")

@@ -150,3 +150,40 @@ def test_trainer_preflight_names_a_malformed_rle_row_before_training(seg_demo, t
     with pytest.raises(PreflightError, match=r"train.csv:6 column 'rectangle' .*does not come after"):
         SegTrainer(cfg)
     assert not (comp_dir / "folds.csv").exists()  # nothing written before the data is fixed
+
+
+def test_long_layout_one_row_per_image_and_class(seg_demo, tmp_path):
+    import shutil
+
+    import yaml
+    root = tmp_path / "long"
+    shutil.copytree(seg_demo, root, ignore=shutil.ignore_patterns(".kit_cache", "folds.csv"))
+    spec = yaml.safe_load((root / "competition.yaml").read_text())
+    spec["submission"] = {"kind": "rle", "layout": "long", "columns": ["id", "EncodedPixels"]}
+    (root / "competition.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(Exception, match="test_csv"):
+        build_rle_submission(load_competition(root), tmp_path)
+    spec["test_csv"] = "test.csv"
+    (root / "competition.yaml").write_text(yaml.safe_dump(spec))
+    sol = pd.read_csv(root / "leaderboard" / "solution.csv", dtype=str, keep_default_na=False)
+    sol[["id"]].to_csv(root / "test.csv", index=False)
+    long = sol.melt(id_vars=["id", "Usage"], value_vars=["circle", "rectangle"], var_name="cls",
+                    value_name="EncodedPixels")
+    long["id"] = long.id + "_" + long.cls
+    long[["id", "EncodedPixels", "Usage"]].to_csv(root / "leaderboard" / "solution.csv", index=False)
+    long[["id"]].assign(EncodedPixels="").sort_values("id").to_csv(root / "sample_submission.csv", index=False)
+    comp = load_competition(root)
+    ids = comp.read_test().id.tolist()
+    run = tmp_path / "run"
+    run.mkdir()
+    # the wide solution's masks, predicted perfectly
+    write_masks(run / "test_masks.npz", ids, truth_probs(load_competition(seg_demo), ids, 64))
+    sub = build_rle_submission(comp, run, threshold=0.5)
+    assert len(sub) == 2 * len(ids) and sub.id.iloc[0].rsplit("_", 1)[1] in ("circle", "rectangle")
+    csv = tmp_path / "long.csv"
+    sub.to_csv(csv, index=False)
+    assert validate_submission(comp, csv) == []
+    assert score_submission(comp, csv) == {"public": pytest.approx(1.0), "private": pytest.approx(1.0)}
+    sub.loc[sub.id.str.endswith("_circle"), "EncodedPixels"] = ""  # drop every circle
+    sub.to_csv(csv, index=False)
+    assert score_submission(comp, csv)["public"] < 0.9
