@@ -70,3 +70,7 @@ def test_ddp_two_processes_predict_every_validation_mask_once(seg_comp, tmp_path
     assert len(ids) == len(valid) and set(ids) == set(valid) and probs.shape == (len(valid), 2, 64, 64)
     row = json.loads((runs / "exp_seg001_unet" / "fold0" / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 <= row["valid/dice"] <= 1 and row["valid/iou"] <= row["valid/dice"]
+
+
+def test_segmentation_experiment_stays_short():
+    assert len(EXP.read_text().splitlines()) <= 60
