@@ -8,7 +8,7 @@ MSG ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test submit bench clean
+.PHONY: install demo demo-seg test submit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 	$(BIN)/kit ensemble exp001_baseline exp002_focal_cutmix --method=soft --name=ens_demo
 	$(BIN)/kit submit ens_demo -m "demo soft ensemble of exp001 (TTA) and exp002"
 	$(BIN)/kit ledger --limit=4
+
+demo-seg: $(STAMP)
+	$(BIN)/kit demo-data --task=segmentation --out=data/demo_seg
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp_seg001_unet.py --fold=0
+	$(BIN)/kit submit exp_seg001_unet -m "demo segmentation, fold 0"
+	$(BIN)/kit ledger --comp=demo_seg
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests

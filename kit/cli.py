@@ -9,7 +9,8 @@ from .config import load_config
 
 
 def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
-    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads."""
+    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads;
+    --task=segmentation: synthetic shapes with RLE masks (use --out=data/demo_seg)."""
     from .demo import make_demo
     path = make_demo(out, seed, task)
     print(f"demo competition written to {path}")
@@ -168,11 +169,24 @@ def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed:
           f"rows per fold " + ", ".join(str(v) for v in sizes.tolist()))
 
 
+def _run_task(exp: str, runs: str) -> str:
+    """The task of the competition a run trained on ('' when the run has no config yet)."""
+    import yaml
+
+    from .competition import load_competition
+    cfg = Path(runs) / exp / "config.yaml"
+    if not cfg.exists():
+        return ""
+    return load_competition(yaml.safe_load(cfg.read_text())["comp"]).task
+
+
 def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
             num_workers: int = -1) -> None:
     """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
     from .competition import CompetitionError
     from .predict import predict_run
+    if _run_task(exp, runs) == "segmentation":  # masks: views undone on the masks, fold mean, RLE at submit
+        return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
         info = predict_run(exp, tta, method, runs, batch_size, num_workers)
     except (CompetitionError, FileNotFoundError, ValueError) as e:
@@ -201,7 +215,13 @@ def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs
     print(f"wrote {info['run_dir']}/oof.parquet, test.parquet, cv.json")
 
 
-COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
+def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0, device: str = "") -> None:
+    """Segmentation: re-predict runs/<exp>'s test masks from every fold's best weights with --tta views, fold mean."""
+    from .segmentation import predict_masks
+    print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
+
+
+COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
 COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
 

@@ -46,7 +46,11 @@ def build_submission(comp: Competition, test_table: Path) -> pd.DataFrame:
 def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("submissions")) -> Path:
     """Build, validate and write `submissions/<UTC time>_<exp>.csv`; raise before writing a bad file."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    sub = build_submission(comp, run_dir / "test.parquet")
+    if comp.submission.get("kind") == "rle":  # probability masks, thresholded and run-length encoded
+        from .seg_submit import build_rle_submission
+        sub = build_rle_submission(comp, run_dir)
+    else:
+        sub = build_submission(comp, run_dir / "test.parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = out_dir / f"{stamp}_{run_dir.name}.csv"
@@ -168,8 +172,9 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
                target: str = "auto", force: bool = False, api=None) -> dict:
     """Build, validate, write, record and score the submission of runs/<exp>; returns its ledger row."""
     run_dir = Path(runs) / exp
-    if not (run_dir / "test.parquet").exists():
-        raise SubmissionError(f"{run_dir}/test.parquet not found: train the experiment (with predict_test) first")
+    if not any((run_dir / name).exists() for name in ("test.parquet", "test_masks.npz")):
+        raise SubmissionError(f"{run_dir}/test.parquet (or test_masks.npz) not found: train the experiment "
+                              "(with predict_test) first")
     comp = run_competition(run_dir)
     where = choose_target(comp, target)
     ledger = Ledger(Path(out) / "ledger.db")

@@ -155,6 +155,10 @@ class Trainer:
         out["loss"] = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], eps, 1)).mean())
         return out
 
+    def write_predictions(self, split: str, ids: list, probs: np.ndarray) -> None:
+        """Save one fold's `oof` or `test` probabilities keyed by id (fold<k>/<split>.parquet)."""
+        write_probs(self.fold_dir / f"{split}.parquet", ids, probs, self.comp)
+
     # ------------------------------------------------------------------ public entry points
     def fit(self, fold: int) -> dict:
         """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables."""
@@ -206,7 +210,7 @@ class Trainer:
             loader = acc.prepare_data_loader(build_loader(test_ds, cfg.batch_size, cfg.num_workers, shuffle=False))
             probs = self.predict_loader(loader)
             if acc.is_main_process:
-                write_probs(self.fold_dir / "test.parquet", test_ds.ids, probs, self.comp)
+                self.write_predictions("test", test_ds.ids, probs)
         acc.wait_for_everyone()
         summary = {"fold": fold, "best_epoch": self.best_epoch, "score": self.best}
         acc.print(f"fold {fold}: best {self.comp.metric} {self.best:.4f} at epoch {self.best_epoch}")
@@ -301,7 +305,7 @@ class Trainer:
             tmp = self.fold_dir / "best.safetensors.tmp"
             save_file(state, str(tmp), metadata={"epoch": str(self.epoch), "score": str(self.best)})
             os.replace(tmp, self.fold_dir / "best.safetensors")
-            write_probs(self.fold_dir / "oof.parquet", self.valid_ids, probs, self.comp)
+            self.write_predictions("oof", self.valid_ids, probs)
         acc.wait_for_everyone()
 
     def _load_best(self) -> None:
