@@ -154,8 +154,21 @@ def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int
         raise SystemExit(f"kit pseudo: {e}") from None
 
 
+def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
+    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, resumable); --gpus=0,1 gives each worker one."""
+    from .sweep import run_sweep
+    from .sweep_spec import SweepError
+    try:
+        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed)
+    except SweepError as e:
+        raise SystemExit(f"kit sweep: {e}") from None
+    if result["best"] is None:
+        raise SystemExit("kit sweep: no trial completed")
+
+
 COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
+COMMANDS["sweep"] = sweep
 
 
 def main() -> None:
