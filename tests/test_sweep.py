@@ -83,7 +83,13 @@ def test_grid_runs_every_combination_once(tmp_path):
         "lr": {"values": [3e-4, 1e-3]}, "channels_last": {"values": [True, False]}, "epochs": {"min": 1, "max": 3}}))
     study = optuna.create_study(sampler=create_sampler(spec, 0))
     seen = []
-    study.optimize(lambda t: seen.append(tuple(suggest(t, p) for p in spec.params.values())) or 0.0, n_trials=50)
+
+    def objective(trial):
+        v = {n: suggest(trial, p) for n, p in spec.params.items()}
+        seen.append((v["lr"], v["channels_last"], v["epochs"]))
+        return 0.0
+
+    study.optimize(objective, n_trials=50)  # GridSampler stops the study once the grid is covered
     assert sorted(seen) == sorted((lr, cl, e) for lr in (3e-4, 1e-3) for cl in (True, False) for e in (1, 2, 3))
 
 
