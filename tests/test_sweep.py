@@ -125,7 +125,7 @@ from kit import Config, Trainer, run
 
 
 class Exp(Trainer):
-    config = Config(comp="{comp}", model="resnet18", img_size=16, batch_size=16, epochs=1, limit=40, num_workers=0,
+    config = Config(comp="{comp}", model="resnet18", img_size=16, batch_size=16, epochs=1, limit=60, num_workers=0,
                     predict_test=False, warmup_epochs=0)
 
 
