@@ -26,12 +26,15 @@ class TrialFailed(RuntimeError):
 def open_study(spec: SweepSpec, runs: Path, seed: int = 0):
     """Create or load the study in runs/sweeps/<name>.db with the YAML's sampler and pruner."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna import storages
     db = (runs / "sweeps" / f"{spec.name}.db").resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
-    storage = RDBStorage(f"sqlite:///{db}", heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                         failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-                         engine_kwargs={"connect_args": {"timeout": 60}})  # several workers share the file
+    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9 renamed the hook
+        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+    else:
+        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
+    storage = storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  engine_kwargs={"connect_args": {"timeout": 60}}, **retry)  # workers share the file
     study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
                                 load_if_exists=True, pruner=create_pruner(spec))
     study.sampler = create_sampler(spec, seed + len(study.trials))  # a resumed sweep must not redraw old points

@@ -175,9 +175,11 @@ def grid_space(spec: SweepSpec) -> dict[str, list]:
     return space
 
 
-def expand_command(spec: SweepSpec, values: dict, extra: dict | None = None, interpreter: str = "python") -> list[str]:
+def expand_command(spec: SweepSpec, values: dict, extra: dict | None = None, interpreter: str = "") -> list[str]:
     """The YAML command with ${env}, ${interpreter}, ${program}, ${args}... expanded as wandb's agent does."""
+    import sys
     args = {**values, **(extra or {})}
+    interpreter = interpreter or sys.executable  # the kit's own environment, not whichever python is first on PATH
     flags = [f"--{k}={format_value(v)}" for k, v in args.items()]
     words = {"${env}": ["/usr/bin/env"], "${interpreter}": [interpreter], "${program}": [spec.program],
              "${args}": flags, "${args_no_hyphens}": [f"{k}={format_value(v)}" for k, v in args.items()],

@@ -197,3 +197,37 @@ def test_kit_sweep_runs_trials_picks_the_best_and_resumes_after_a_kill(tmp_path,
     assert table[1].startswith(f"{best},")
     assert (tmp_path / "runs" / "sweeps" / "tiny" / "sweep.png").stat().st_size > 10_000
     print("trial seconds:", [t.user_attrs.get("seconds") for t in study.trials])
+
+
+PROGRAM = '''
+import json, sys, time
+from pathlib import Path
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+run = Path(args["out_dir"]) / args["name"]
+(run / "fold0").mkdir(parents=True)
+for epoch in range(8):  # the score grows with lr: low-lr trials are the ones hyperband stops
+    with open(run / "fold0" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": epoch, "valid/score": float(args["lr"]) * (epoch + 1)}) + "\\n")
+    time.sleep(0.4)
+(run / "summary.json").write_text(json.dumps({"valid/score": float(args["lr"]) * 8}))
+'''
+
+
+def test_hyperband_stops_weak_trials_while_they_run(tmp_path):
+    from kit.sweep import run_sweep
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    path = tmp_path / "hb.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "hb", "program": str(tmp_path / "prog.py"), "method": "random",
+        "metric": {"name": "valid/score", "goal": "maximize"},
+        "parameters": {"lr": {"min": 0.0, "max": 1.0}},
+        "early_terminate": {"type": "hyperband", "min_iter": 1, "max_iter": 8, "eta": 3},
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"]}))
+    run_sweep(str(path), trials=8, runs=str(tmp_path / "runs"))
+    study = optuna.load_study(study_name="hb", storage=f"sqlite:///{tmp_path / 'runs' / 'sweeps' / 'hb.db'}")
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and complete and len(pruned) + len(complete) == 8
+    for t in pruned:  # stopped early: its process wrote fewer than all 8 epochs
+        rows = (tmp_path / "runs" / f"hb-t{t.number:03d}" / "fold0" / "metrics.jsonl").read_text().splitlines()
+        assert len(rows) < 8 and not (tmp_path / "runs" / f"hb-t{t.number:03d}" / "summary.json").exists()
