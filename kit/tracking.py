@@ -108,9 +108,12 @@ class Tracking:
             if "wandb" not in kwargs or kwargs["wandb"]["mode"] != "online":
                 raise
             warnings.warn(f"wandb init failed ({type(e).__name__}: {str(e)[:200]}); logging offline")
-            for tracker in acc.trackers:
+            for tracker in acc.trackers:  # those started before wandb failed; the rest never opened
                 if tracker.name != "wandb":
-                    tracker.finish()
+                    try:
+                        tracker.finish()
+                    except AttributeError:
+                        pass
             acc.trackers = []
             kwargs["wandb"]["mode"] = "offline"
             acc.init_trackers(project, config=cfg.to_dict(), init_kwargs=kwargs)

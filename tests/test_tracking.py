@@ -147,15 +147,26 @@ def test_wandb_init_timeout_falls_back_to_offline(tmp_path, monkeypatch):
         server.bind(("127.0.0.1", 0))
         server.listen(16)
         held = []
-        threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(64)], daemon=True).start()
+
+        def hold():
+            try:
+                while True:
+                    held.append(server.accept())
+            except OSError:  # the server socket closed at the end of the test
+                pass
+
+        threading.Thread(target=hold, daemon=True).start()
         monkeypatch.setenv("WANDB_MODE", "online")
         monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
         monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
         t0 = time.perf_counter()
         with pytest.warns(UserWarning, match="wandb init failed"):
-            train(tmp_path, log_with="wandb")
+            train(tmp_path, log_with="wandb,tensorboard")
         _check_offline_run(tmp_path / "tiny", time.perf_counter() - t0)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "tiny" / "kit-tiny")).Reload()  # the other tracker logs on
+    assert [e.step for e in acc.Scalars("valid/score")] == [UPDATES, 2 * UPDATES]
 
 
 def test_no_tracker_still_writes_the_summary_sweeps_read(tmp_path):
