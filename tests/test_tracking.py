@@ -175,3 +175,28 @@ def test_no_tracker_still_writes_the_summary_sweeps_read(tmp_path):
     assert summary["cv/score"] == pytest.approx(result["cv"])
     assert summary["valid/score"] == metrics_rows(tmp_path / "tiny", 3)[-1]["valid/score"]
     assert not list((tmp_path / "tiny").glob("wandb"))
+
+
+def test_train_loss_logging_reads_the_device_only_on_logging_steps(tmp_path):
+    from torch.overrides import TorchFunctionMode
+
+    class CountReads(TorchFunctionMode):
+        """Counts tensor -> Python reads (each one a host sync on a GPU)."""
+        reads = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("item", "__float__", "tolist", "numpy", "cpu"):
+                CountReads.reads += 1
+            return func(*args, **(kwargs or {}))
+
+    class Counted(Tiny):
+        def _train_epoch(self):  # count inside the training loop only
+            with CountReads():
+                return super()._train_epoch()
+
+    counts = {}
+    for arm, over in {"off": {"log_with": "none"}, "on": {"log_with": "tensorboard", "log_every": 2}}.items():
+        CountReads.reads = 0
+        Counted(Tiny.config.override(out_dir=str(tmp_path / arm), epochs=1, **over)).fit(0)
+        counts[arm] = CountReads.reads
+    assert counts["on"] - counts["off"] == UPDATES // 2, counts  # steps 2, 4, 6, 8: one read each
