@@ -221,9 +221,22 @@ def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0
     print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
 
 
+def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
+    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, resumable); --gpus=0,1 gives each worker one."""
+    from .sweep import run_sweep
+    from .sweep_spec import SweepError
+    try:
+        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed)
+    except SweepError as e:
+        raise SystemExit(f"kit sweep: {e}") from None
+    if result["best"] is None:
+        raise SystemExit("kit sweep: no trial completed")
+
+
 COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
 COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
+COMMANDS["sweep"] = sweep
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from .preflight import preflight
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
+from .tracking import Tracking, parse_trackers, sweep_run_name
 from .transforms import build_eval_transforms, build_train_transforms
 
 
@@ -48,16 +49,17 @@ class Trainer:
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else type(self).config
         cfg = self.config
-        self.name = cfg.name or Path(inspect.getfile(type(self))).stem
+        self.name = cfg.name or sweep_run_name(Path(inspect.getfile(type(self))).stem)
         self.run_dir = Path(cfg.out_dir) / self.name
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.grad_accum,
-            log_with=None if cfg.log_with == "none" else cfg.log_with,
+            log_with=parse_trackers(cfg.log_with) or None,
             project_dir=str(self.run_dir),
             # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
         )
         self.fold = self.ema = self.mixer = None
+        self.tracking = Tracking(self)
         self.setup_data()
 
     # ------------------------------------------------------------------ override points
@@ -204,6 +206,7 @@ class Trainer:
                 acc.print(f"early stop: no better {self.comp.metric} for {cfg.patience} epochs")
                 break
         self._load_best()
+        self.tracking.log_fold_end(valid_ds)
         predict_schemes(self, valid_ds)
         if cfg.predict_test:
             test_ds = self.build_test_dataset()
@@ -262,6 +265,7 @@ class Trainer:
             if acc.sync_gradients:
                 self.step += 1
                 self.scheduler.step_update(num_updates=self.step)
+                self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
                 if self.ema is not None:
                     self.ema.update(acc.unwrap_model(self.model), step=self.step)
             if n % 20 == 0:
@@ -279,8 +283,7 @@ class Trainer:
             if src.exists():
                 shutil.copy(src, self.run_dir / "experiment.py")
             self._write_lineage()
-        if self.config.log_with != "none":
-            acc.init_trackers(self.name, config=self.config.to_dict())
+        self.tracking.start()
         acc.wait_for_everyone()
 
     def _write_lineage(self) -> None:
@@ -321,8 +324,7 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))
-        if self.config.log_with != "none":
-            acc.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=self.step)
+        self.tracking.log_epoch(row)
 
     def _release(self) -> None:
         self.model = self.optimizer = self.train_loader = self.valid_loader = self.ema = self.mixer = None
@@ -349,10 +351,7 @@ class Trainer:
             from .tables import collect_run
             result = collect_run(self.run_dir, self.comp, self.train_df, self.folds)
             result["schemes"] = collect_schemes(self.run_dir, self.config, self.comp, self.train_df)
-        if self.config.log_with != "none":
-            if result and result.get("cv") is not None:
-                acc.log({"cv/score": result["cv"]})
-            acc.end_training()
+        self.tracking.finish(result)
         acc.wait_for_everyone()
         return result
 
