@@ -2,8 +2,8 @@
 
 Points: `step:N` after optimizer step N, `ckpt_write:N` inside the N-th checkpoint write (files
 written, marker not yet), `ckpt_sleep:S` sleeps S seconds inside every checkpoint write (so an
-outside kill can land there), `nonfinite:N` makes the loss of the N-th batch NaN. Unset, every
-call is a dictionary lookup and nothing else.
+outside kill can land there), `nonfinite:N` makes the loss of the
+run's N-th batch NaN. Unset, every call is an environment lookup and nothing else.
 """
 from __future__ import annotations
 

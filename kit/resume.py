@@ -162,7 +162,7 @@ def _generators(loader) -> list[torch.Generator]:
 def check_loss(trainer, loss: torch.Tensor, batch: dict, n: int) -> bool:
     """Log the batch loss; on NaN/inf skip the batch (True) within --skip_nonfinite, else stop naming it."""
     acc = trainer.accelerator
-    if fault_point("nonfinite", trainer.step + 1):
+    if fault_point("nonfinite", trainer.epoch * len(trainer.train_loader) + n):
         loss.data.fill_(float("nan"))
     value = loss.detach().float().item()
     trainer.step_rows.append({"epoch": trainer.epoch, "batch": n, "step": trainer.step, "loss": value})
