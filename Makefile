@@ -8,7 +8,7 @@ MSG ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test submit clean
+.PHONY: install demo test submit clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+
+# 20 SIGKILLs at random moments, each run resumed; every round must end bitwise equal to an uninterrupted run
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --kills=20
 
 submit: $(STAMP)
 	$(BIN)/kit submit $(EXP) -m "$(MSG)"
