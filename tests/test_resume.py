@@ -103,3 +103,25 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp
     assert f"skipping incomplete checkpoint {newest.path}: {victim.name}" in log, log[-2000:]
     assert "falling back to the previous complete checkpoint" in log
     _assert_same(_final(out), ref, f"resumed after damaging {victim.name}")
+
+
+@pytest.mark.slow
+def test_ddp_run_resumes_under_two_processes_and_refuses_one(demo_copy, tmp_path):
+    out = tmp_path / "runs"
+    args = [f"--comp={demo_copy}", f"--out_dir={out}", *ARGS, "--epochs=1", "--batch_size=8"]
+    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), "--multi_gpu",
+           "--num_processes", "2", "--main_process_port", str(_port()), str(BASELINE), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "KIT_FAULT": "step:3"}
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "fault: SIGKILL at step 3" in r.stderr
+    with pytest.raises(AssertionError, match=r"written by 2 process\(es\), this run has 1"):
+        launch(BASELINE, *args)
+    r = launch(BASELINE, *args, processes=2)
+    assert "e0000-b000002: epoch 0, 2 batches into it, step 2" in r.stdout + r.stderr
+    steps = [json.loads(x) for x in (out / "exp001_baseline" / "fold0" / "steps.jsonl").read_text().splitlines()]
+    assert [s["batch"] for s in steps] == list(range(1, 7))  # 96 rows / (8 x 2 processes): each batch once
+
+
+def _port():
+    from tests.helpers import _free_port
+    return _free_port()
