@@ -131,8 +131,7 @@ def begin_epoch(trainer):
     epoch, acc, seed = trainer.epoch, trainer.accelerator, trainer.config.seed
     loader = trainer.train_loader
     loader.set_epoch(epoch)  # the sampler's epoch (balanced sampling draws per seed + epoch)
-    for generator in _generators(loader):
-        generator.manual_seed(seed + 100_003 * epoch)  # shuffling: one permutation per (seed, epoch)
+    reseed_shuffle(loader, seed + 100_003 * epoch)  # shuffling: one permutation per (seed, epoch)
     dataset = loader.dataset
     if hasattr(dataset, "seed_augmentation"):
         dataset.seed_augmentation(seed)  # each row's augmentation drawn from (seed, epoch, row)
@@ -146,17 +145,18 @@ def begin_epoch(trainer):
     return loader, done + 1 if epoch == start_epoch else 1, loss_sum
 
 
-def _generators(loader) -> list[torch.Generator]:
-    """Every distinct torch.Generator that orders or seeds this (prepared) loader's batches."""
+def reseed_shuffle(loader, seed: int) -> None:
+    """Give the loader's random sampler a fresh generator seeded with `seed`.
+
+    The sampler gets a generator of its own: the loader's also seeds worker processes, and
+    persistent workers draw from it only on the first epoch, which would shift the permutation.
+    """
     sampler = loader.get_sampler() if hasattr(loader, "get_sampler") else getattr(loader, "sampler", None)
-    found = [getattr(sampler, "generator", None), getattr(loader, "generator", None),
-             getattr(loader, "synchronized_generator", None),
-             getattr(getattr(loader, "base_dataloader", None), "generator", None)]
-    out = []
-    for g in found:
-        if g is not None and all(g is not h for h in out):
-            out.append(g)
-    return out
+    if isinstance(sampler, torch.utils.data.RandomSampler):
+        sampler.generator = torch.Generator().manual_seed(seed)
+    for g in {id(x): x for x in (getattr(loader, "generator", None), getattr(loader, "synchronized_generator", None))
+              if x is not None}.values():
+        g.manual_seed(seed)  # worker seeds (and Accelerate's cross-process sync) from the same epoch seed
 
 
 def check_loss(trainer, loss: torch.Tensor, batch: dict, n: int) -> bool:

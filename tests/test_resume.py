@@ -125,3 +125,34 @@ def test_ddp_run_resumes_under_two_processes_and_refuses_one(demo_copy, tmp_path
 def _port():
     from tests.helpers import _free_port
     return _free_port()
+
+
+def test_epoch_batches_do_not_depend_on_worker_history(demo_dir):
+    """Epoch 1 seen by a loader whose persistent workers lived through epoch 0 == by a fresh one (a resume)."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from kit.data import ImageDataset, build_loader
+    from kit.resume import begin_epoch
+    from kit.transforms import build_train_transforms
+
+    paths = sorted((demo_dir / "train").glob("*.png"))[:24]
+
+    def epoch_batches(epochs, skip=0):
+        ds = ImageDataset(paths, list(range(24)), build_train_transforms("heavy", 16))
+        acc = Accelerator(cpu=True)
+        loader = acc.prepare(build_loader(ds, 8, num_workers=2, shuffle=True, seed=3))
+        t = SimpleNamespace(train_loader=loader, accelerator=acc, config=SimpleNamespace(seed=3), pos=(epochs[0], skip),
+                            loss0=None)
+        out = []
+        for e in epochs:
+            t.epoch = e
+            it, _, _ = begin_epoch(t)
+            out = [(b["index"], b["image"]) for b in it]
+        return out
+
+    whole, resumed = epoch_batches([0, 1]), epoch_batches([1])
+    skipped = epoch_batches([1], skip=1)
+    assert len(whole) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(whole, resumed))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(whole[1:], skipped)) and len(skipped) == 2
