@@ -40,11 +40,7 @@ def find_resume(trainer) -> Path | None:
     """The checkpoint `--resume` asks for (auto: the newest complete one), or None for a fresh start."""
     mode, acc, root = trainer.config.resume, trainer.accelerator, checkpoint_root(trainer)
     if mode == "never":
-        if acc.is_main_process and root.exists():
-            old = root.with_name("checkpoints.replaced")
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(root, old)  # a fresh run must not later resume into the old run's states
-            acc.print(f"--resume=never: earlier checkpoints moved to {old}")
+        _set_aside(trainer, "--resume=never")
         return None
     if mode != "auto":
         found = inspect_checkpoint(Path(mode))
@@ -60,9 +56,36 @@ def find_resume(trainer) -> Path | None:
         if skipped:
             acc.print("resume: no complete checkpoint left; starting from scratch")
         return None
+    changed = config_changes(found.meta.get("config", {}), trainer.config.to_dict())
+    if changed:  # another experiment under the same name: resuming would mix two runs
+        _set_aside(trainer, f"resume: the checkpoints were trained with other settings ({changed}); starting fresh "
+                            f"(--resume=<checkpoint folder> continues anyway)")
+        return None
     if skipped:
         acc.print(f"resume: falling back to the previous complete checkpoint {found.path}")
     return found.path
+
+
+# settings that do not change the training trajectory: a resume may change them
+FREE_TO_CHANGE = {"resume", "num_workers", "log_with", "predict_test", "valid_schemes", "ckpt_every", "keep_ckpts",
+                  "skip_nonfinite", "out_dir", "comp", "fold", "auto_batch", "name"}
+
+
+def config_changes(saved: dict, now: dict) -> str:
+    """'key: old -> new' for every training setting that differs from the checkpoint's."""
+    return ", ".join(f"{k}: {saved[k]!r} -> {now.get(k)!r}" for k in sorted(saved)
+                     if k not in FREE_TO_CHANGE and k in now and saved[k] != now[k])
+
+
+def _set_aside(trainer, why: str) -> None:
+    acc, root = trainer.accelerator, checkpoint_root(trainer)
+    acc.wait_for_everyone()  # every process has read the folder before it moves
+    if acc.is_main_process and root.exists():
+        old = root.with_name("checkpoints.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(root, old)  # a fresh run must not later resume into the old run's states
+        acc.print(f"{why}: earlier checkpoints moved to {old}")
+    acc.wait_for_everyone()
 
 
 def restore_run(trainer, ckpt: Path | None) -> int:
@@ -87,14 +110,15 @@ def restore_run(trainer, ckpt: Path | None) -> int:
     trainer.pos, trainer.skipped_nonfinite = tuple(state["pos"]), state["skipped_nonfinite"]
     trainer.best_ckpt, trainer.stopped = state["best_ckpt"], state["stopped"]
     trainer.loss0 = state["loss_sum"].to(acc.device) if state["loss_sum"] is not None else None
-    changed = sorted(k for k, v in state["config"].items() if trainer.config.to_dict().get(k, v) != v
-                     and k not in ("resume", "epochs"))
+    changed = config_changes(state["config"], trainer.config.to_dict())
     if changed:
-        acc.print(f"resume: config differs from the checkpoint's in {changed}; the run will not match an uninterrupted one")
+        acc.print(f"resume: settings differ from the checkpoint's ({changed}); the run will not match an uninterrupted one")
     if acc.is_main_process:
         trim_logs(trainer.fold_dir, trainer.pos)
     epoch, done = trainer.pos
     acc.print(f"resumed from {ckpt}: epoch {epoch}, {done} batches into it, step {trainer.step}")
+    if trainer.stopped or epoch >= trainer.config.epochs:
+        acc.print("resume: training had already finished; --resume=never trains again")
     return trainer.config.epochs if trainer.stopped else epoch
 
 
@@ -220,7 +244,8 @@ def save_run_checkpoint(trainer, pos: tuple[int, int], loss_sum, stopped: bool =
         if acc.is_main_process:
             torch.save(state, folder / STATE_FILE)
 
-    meta = {"epoch": pos[0], "batches_done": pos[1], "step": trainer.step, "num_processes": acc.num_processes}
+    meta = {"epoch": pos[0], "batches_done": pos[1], "step": trainer.step, "num_processes": acc.num_processes,
+            "config": cfg.to_dict()}
     root = checkpoint_root(trainer)
     write_checkpoint(root, name, write, meta, acc.is_main_process, acc.wait_for_everyone)
     if acc.is_main_process:

@@ -122,3 +122,19 @@ def test_skip_nonfinite_skips_that_batch_and_finishes(tmp_path, monkeypatch, cap
     rows = [json.loads(r) for r in (tmp_path / "tiny" / "fold0" / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 18 and sum(r["loss"] != r["loss"] for r in rows) == 1  # one NaN row, logged, skipped
     assert t.step == 17  # the skipped batch made no optimizer step
+
+
+def test_auto_resume_continues_same_settings_and_starts_fresh_on_new_ones(tmp_path, capsys):
+    _tiny(tmp_path).fit(0)
+    ckpts = tmp_path / "tiny" / "fold0" / "checkpoints"
+    # the last two, plus the best epoch's (epoch 0: accuracy never improves after it here)
+    assert [f.path.name for f in list_checkpoints(ckpts)] == ["e0001-b000000", "e0001-b000006", "e0002-b000000"]
+    t = _tiny(tmp_path, num_workers=0, predict_test=False)
+    t.fit(0)
+    out = capsys.readouterr().out
+    assert "e0002-b000000: epoch 2, 0 batches into it, step 18" in out and "already finished" in out
+    t = _tiny(tmp_path, lr=0.01)
+    t.fit(0)
+    out = capsys.readouterr().out
+    assert "other settings (lr: 0.05 -> 0.01); starting fresh" in out and t.step == 18
+    assert (ckpts.parent / "checkpoints.replaced" / "e0002-b000000").exists()
