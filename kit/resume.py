@@ -101,7 +101,7 @@ def restore_run(trainer, ckpt: Path | None) -> int:
     check_processes(meta.get("num_processes", 1), acc.num_processes, ckpt)
     acc.load_state(str(ckpt))
     state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
-    trainer.scheduler.load_state_dict(state["scheduler"])
+    load_scheduler(trainer.scheduler, state["scheduler"])
     if trainer.ema is not None:
         if state["ema"] is None:
             raise ResumeError(f"{ckpt} was saved without EMA; this run has --ema_decay: resume with the same config")
@@ -120,6 +120,24 @@ def restore_run(trainer, ckpt: Path | None) -> int:
     if trainer.stopped or epoch >= trainer.config.epochs:
         acc.print("resume: training had already finished; --resume=never trains again")
     return trainer.config.epochs if trainer.stopped else epoch
+
+
+def scheduler_state(scheduler) -> dict:
+    """The timm scheduler's state; for plateau also torch's counters (patience, cooldown) timm leaves out."""
+    state = dict(scheduler.state_dict())
+    inner = getattr(scheduler, "lr_scheduler", None)
+    if hasattr(inner, "state_dict"):
+        state["_inner"] = inner.state_dict()
+    return state
+
+
+def load_scheduler(scheduler, state: dict) -> None:
+    """Inverse of `scheduler_state`."""
+    state = dict(state)
+    inner = state.pop("_inner", None)
+    scheduler.load_state_dict(state)
+    if inner is not None:
+        scheduler.lr_scheduler.load_state_dict(inner)
 
 
 def check_processes(saved: int, now: int, ckpt: Path) -> None:
@@ -232,7 +250,7 @@ def save_run_checkpoint(trainer, pos: tuple[int, int], loss_sum, stopped: bool =
         trainer.best_ckpt = name
     flush_step_log(trainer)
     state = {
-        "scheduler": trainer.scheduler.state_dict(),
+        "scheduler": scheduler_state(trainer.scheduler),
         "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
         "step": trainer.step, "best": trainer.best, "best_epoch": trainer.best_epoch, "pos": pos,
         "skipped_nonfinite": trainer.skipped_nonfinite, "best_ckpt": trainer.best_ckpt, "stopped": stopped,

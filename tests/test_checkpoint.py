@@ -3,6 +3,7 @@ import errno
 import json
 
 import pytest
+from safetensors.torch import load_file
 
 from kit.checkpoint import (MARKER, CheckpointError, inspect_checkpoint, list_checkpoints, newest_complete,
                             prune_checkpoints, write_checkpoint)
@@ -99,7 +100,7 @@ def test_changed_process_count_fails_clearly(tmp_path):
 
 
 def _tiny(tmp_path, **changes):
-    return Tiny(Tiny.config.override(out_dir=str(tmp_path), epochs=2, ckpt_every=3, **changes))
+    return Tiny(Tiny.config.override(**{"out_dir": str(tmp_path), "epochs": 2, "ckpt_every": 3, **changes}))
 
 
 def test_nonfinite_loss_stops_naming_step_epoch_and_rows(tmp_path, monkeypatch):
@@ -138,3 +139,25 @@ def test_auto_resume_continues_same_settings_and_starts_fresh_on_new_ones(tmp_pa
     out = capsys.readouterr().out
     assert "other settings (lr: 0.05 -> 0.01); starting fresh" in out and t.step == 18
     assert (ckpts.parent / "checkpoints.replaced" / "e0002-b000000").exists()
+
+
+@pytest.mark.parametrize("sched", ["cosine", "plateau"])
+def test_resume_from_a_mid_epoch_checkpoint_ends_bitwise_equal(tmp_path, sched):
+    import shutil
+
+    import torch
+    # plateau: patience 1 makes torch's bad-epoch counter decide the decay after the resumed epoch
+    cfg = dict(epochs=4, sched=sched, plateau_patience=1, ema_decay=0.5, keep_ckpts=20)
+    whole = _tiny(tmp_path / "a", **cfg)
+    whole.fit(0)
+    root = tmp_path / "a" / "tiny" / "fold0" / "checkpoints"
+    shutil.copytree(root.parent, tmp_path / "b" / "tiny" / "fold0")
+    part = _tiny(tmp_path / "b", resume=str(tmp_path / "b" / "tiny" / "fold0" / "checkpoints" / "e0002-b000006"), **cfg)
+    part.fit(0)
+    assert part.step == whole.step == 36
+    a, b = (load_file(p / "tiny" / "fold0" / "best.safetensors") for p in (tmp_path / "a", tmp_path / "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for log in ("steps.jsonl", "metrics.jsonl"):
+        a, b = ([{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in
+                 (p / "tiny" / "fold0" / log).read_text().splitlines()] for p in (tmp_path / "a", tmp_path / "b"))
+        assert a == b, log
