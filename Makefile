@@ -8,7 +8,7 @@ MSG ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo demo-seg test submit bench clean
+.PHONY: install demo demo-seg test submit bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
+
+# 20 SIGKILLs at random moments, each run resumed; every round must end bitwise equal to an uninterrupted run
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --kills=20
 
 submit: $(STAMP)
 	$(BIN)/kit submit $(EXP) -m "$(MSG)"

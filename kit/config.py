@@ -68,6 +68,10 @@ class Config:
     log_every: int = 50  # log train loss and LR every this many optimizer updates (a host sync each time)
     predict_test: bool = True  # predict the test set with the best weights after training
     auto_batch: bool = False  # on out-of-memory halve batch_size, double grad_accum (same effective batch), retry
+    ckpt_every: int = 500  # also checkpoint every N optimizer steps (epoch ends always are); 0: epoch ends only
+    keep_ckpts: int = 2  # complete checkpoints kept (plus the best epoch's); older ones go once a new one is complete
+    resume: str = "auto"  # auto (newest complete checkpoint, if any) | never | a checkpoint folder
+    skip_nonfinite: int = 0  # NaN/inf losses tolerated (those batches are skipped) before the run stops
 
     def override(self, **changes) -> "Config":
         """Return a copy with the given fields changed; unknown names are an error."""

@@ -25,6 +25,17 @@ class ImageDataset(Dataset):
         self.targets = None if targets is None else torch.tensor(np.array(targets))
         self.transform = transform
         self.view_seed = view_seed  # set: a random pipeline gives each image one fixed view (seed + index)
+        self.aug_seed = None  # set (training): each row's augmentation is drawn from (seed, epoch, row)
+        # shared memory, so DataLoader workers (persistent ones too) see the epoch the main process sets
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def seed_augmentation(self, seed: int) -> None:
+        """Make augmentation a function of (seed, epoch, row): reproducible and exactly resumable."""
+        self.aug_seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next rows are drawn for (also called by Accelerate's loader)."""
+        self._epoch[0] = epoch
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -34,11 +45,18 @@ class ImageDataset(Dataset):
         if self.transform is not None:
             if self.view_seed is not None:
                 self.transform.set_random_seed(self.view_seed + i)
+            elif self.aug_seed is not None:
+                self.transform.set_random_seed(row_seed(self.aug_seed, int(self._epoch[0]), i))
             image = self.transform(image=image)["image"]
         item = {"image": image, "index": i}
         if self.targets is not None:
             item["target"] = self.targets[i]
         return item
+
+
+def row_seed(seed: int, epoch: int, i: int) -> int:
+    """A 32-bit seed that differs for every (seed, epoch, row)."""
+    return ((seed * 1_000_003 + epoch) * 2_654_435_761 + i) % 2**32
 
 
 def _init_worker(_: int) -> None:

@@ -47,6 +47,8 @@ def check_image(path: Path) -> str | None:
         return "missing"
     except OSError as e:
         return f"unreadable path ({e.strerror})"
+    if os.path.isdir(path):
+        return "unreadable path (a folder, not a file)"
     if size == 0:
         return "empty file (0 bytes)"
     try:
@@ -103,6 +105,11 @@ def preflight(comp: Competition, include_test: bool = True) -> pd.DataFrame:
         problems += scan_images(comp, test[comp.id_column], "test", comp.path(comp.test_csv or comp.sample_submission))
     if problems:
         shown = "\n  ".join(problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        more = ""
+        if len(problems) > 50:  # every one is kept: the full list goes to a file beside the data
+            listing = comp.root / ".kit_cache" / "preflight_problems.txt"
+            listing.parent.mkdir(exist_ok=True)
+            listing.write_text("\n".join(problems) + "\n")
+            more = f"\n  ... and {len(problems) - 50} more; all {len(problems)} are listed in {listing}"
         raise PreflightError(f"pre-flight found {len(problems)} problem(s):\n  {shown}{more}")
     return df

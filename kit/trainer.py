@@ -34,6 +34,7 @@ from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
+from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
@@ -167,6 +168,7 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         self.fold, self.fold_dir = fold, self.run_dir / f"fold{fold}"
+        self.resume_dir = find_resume(self)  # None: a fresh start
         self._start_run_dir()
         train_ds, valid_ds = self.build_datasets(fold)
         self.valid_ids = valid_ds.ids
@@ -186,7 +188,8 @@ class Trainer:
         # Not passed to prepare(): a prepared scheduler steps once per process; ours steps per update.
         self.scheduler = self.build_scheduler(self.optimizer, math.ceil(len(self.train_loader) / cfg.grad_accum))
         self.step, self.best, self.best_epoch, self.history = 0, None, -1, []
-        for epoch in range(cfg.epochs):
+        start_epoch = restore_run(self, self.resume_dir)  # kit/resume.py: every counter, RNG and state
+        for epoch in range(start_epoch, cfg.epochs):
             self.epoch = epoch
             if cfg.freeze_epochs:
                 set_backbone_trainable(acc.unwrap_model(self.model), epoch >= cfg.freeze_epochs)
@@ -197,12 +200,15 @@ class Trainer:
             row = {"fold": fold, "epoch": epoch, "step": self.step, "train_loss": train_loss,
                    "lr": self.optimizer.param_groups[0]["lr"], **{f"valid/{k}": v for k, v in metrics.items()},
                    "seconds": round(time.perf_counter() - t0, 2)}
-            if is_better(self.comp.metric, metrics["score"], self.best):
+            improved = is_better(self.comp.metric, metrics["score"], self.best)
+            if improved:
                 self.best, self.best_epoch = metrics["score"], epoch
                 self._save_best(probs)
             self._log(row)
             self.scheduler.step(epoch + 1, metric=metrics["score"])  # only plateau acts per epoch
-            if cfg.patience and epoch - self.best_epoch >= cfg.patience:
+            stop = bool(cfg.patience and epoch - self.best_epoch >= cfg.patience)
+            end_epoch(self, improved, stop)  # a complete checkpoint of the run after every epoch
+            if stop:
                 acc.print(f"early stop: no better {self.comp.metric} for {cfg.patience} epochs")
                 break
         self._load_best()
@@ -248,19 +254,26 @@ class Trainer:
     def _train_epoch(self) -> float:
         cfg, acc = self.config, self.accelerator
         self.model.train()
-        loss_sum = torch.zeros((), device=acc.device)  # summed on device: no host sync per step
-        bar = tqdm(self.train_loader, desc=f"fold {self.fold} epoch {self.epoch}", leave=False,
+        # data order and augmentation from (seed, epoch); after a resume, the batches done are skipped
+        loader, first, loss_sum = begin_epoch(self)  # loss summed on device
+        bar = tqdm(loader, desc=f"fold {self.fold} epoch {self.epoch}", leave=False,
                    disable=not acc.is_local_main_process)
-        for n, batch in enumerate(bar, 1):
+        n = first - 1
+        for n, batch in enumerate(bar, first):
             if self.mixer is not None:
                 batch = mix_batch(self.mixer, batch)
             with acc.accumulate(self.model):
                 out = self.train_step(batch)
+                skip = check_loss(self, out["loss"], batch, n)  # NaN/inf: skipped within budget, else stops
                 acc.backward(out["loss"])
-                if acc.sync_gradients and cfg.clip_grad > 0:
+                if skip:
+                    self.optimizer.zero_grad(set_to_none=True)
+                elif acc.sync_gradients and cfg.clip_grad > 0:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+            if skip:
+                continue
             loss_sum += out["loss"].detach()
             if acc.sync_gradients:
                 self.step += 1
@@ -268,6 +281,7 @@ class Trainer:
                 self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
                 if self.ema is not None:
                     self.ema.update(acc.unwrap_model(self.model), step=self.step)
+                end_step(self, n, loss_sum)  # a mid-epoch checkpoint every --ckpt_every steps
             if n % 20 == 0:
                 bar.set_postfix(loss=f"{(loss_sum / n).item():.4f}")
         return (acc.reduce(loss_sum, "mean") / max(n, 1)).item()
@@ -278,7 +292,8 @@ class Trainer:
             self.fold_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / "config.yaml")
             save_config(self.config, self.fold_dir / "config.yaml")
-            (self.fold_dir / "metrics.jsonl").unlink(missing_ok=True)
+            if self.resume_dir is None:  # a resumed run keeps (and trims) its log
+                (self.fold_dir / "metrics.jsonl").unlink(missing_ok=True)
             src = Path(inspect.getfile(type(self)))
             if src.exists():
                 shutil.copy(src, self.run_dir / "experiment.py")

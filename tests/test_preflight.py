@@ -70,3 +70,46 @@ def test_competition_yaml_errors_name_the_key(demo_copy):
         load_competition(demo_copy)
     with pytest.raises(CompetitionError, match="not found"):
         load_competition(demo_copy / "nowhere")
+
+
+def _plant(path, kind, good: bytes):
+    if kind == "missing":
+        path.unlink()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "not an image":
+        path.write_bytes(b"%PDF-1.4 not a picture")
+    elif kind == "folder":
+        path.unlink()
+        path.mkdir()
+    elif kind == "symlink loop":
+        path.unlink()
+        path.symlink_to(path)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_k_planted_bad_files_are_all_reported_with_paths_and_rows(demo_copy, seed):
+    import random
+    rng = random.Random(seed)
+    ids = _train(demo_copy).id.tolist()
+    k = rng.randint(3, 60)  # above 50 too: the message is cut, the listing file is not
+    victims = rng.sample(range(len(ids)), k)
+    kinds = ["missing", "empty", "truncated", "not an image", "folder", "symlink loop"]
+    good = (demo_copy / "train" / f"{ids[0]}.png").read_bytes()
+    for n, i in enumerate(victims):
+        _plant(demo_copy / "train" / f"{ids[i]}.png", kinds[n % len(kinds)], good)
+    with pytest.raises(PreflightError) as e:
+        preflight(load_competition(demo_copy))
+    msg = str(e.value)
+    assert f"found {k} problem(s)" in msg
+    lines = msg.splitlines()[1:51]
+    if k > 50:
+        listing = demo_copy / ".kit_cache" / "preflight_problems.txt"
+        assert f"all {k} are listed in {listing}" in msg
+        lines = listing.read_text().splitlines()
+    assert len(lines) == k
+    for i in victims:  # each bad file named once, with its train.csv line
+        assert sum(f"train.csv:{i + 2} column 'id' = '{ids[i]}'" in line and f"{ids[i]}.png: " in line
+                   for line in lines) == 1

@@ -1,0 +1,283 @@
+"""Capture and restore a training run exactly: what Accelerate's save_state keeps, plus what it misses.
+
+Accelerate saves the model, optimizer, grad scaler and every process's Python/NumPy/torch/CUDA
+RNG. This module adds the timm scheduler, the EMA weights, the epoch/step counters, the position
+inside the epoch, the best score and patience, the partial epoch loss and the non-finite budget.
+Data order and augmentation are functions of (seed, epoch, row) — see `begin_epoch` — so a
+resumed run sees the same batches with the same augmentations as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, inspect_checkpoint, newest_complete, prune_checkpoints, write_checkpoint
+from .faults import fault_point
+
+STATE_FILE = "trainer_state.pt"
+STEP_LOG = "steps.jsonl"
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint cannot be resumed from as asked; the message says why and what to do."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN/inf more often than --skip_nonfinite allows."""
+
+
+def checkpoint_root(trainer) -> Path:
+    """Where a fold's checkpoints live."""
+    return trainer.fold_dir / "checkpoints"
+
+
+def find_resume(trainer) -> Path | None:
+    """The checkpoint `--resume` asks for (auto: the newest complete one), or None for a fresh start."""
+    mode, acc, root = trainer.config.resume, trainer.accelerator, checkpoint_root(trainer)
+    if mode == "never":
+        _set_aside(trainer, "--resume=never")
+        return None
+    if mode != "auto":
+        found = inspect_checkpoint(Path(mode))
+        if not Path(mode).is_dir():
+            raise ResumeError(f"--resume={mode}: no such checkpoint folder")
+        if not found.complete:
+            raise ResumeError(f"--resume={mode}: checkpoint is incomplete: {found.problem}")
+        return found.path
+    found, skipped = newest_complete(root)
+    for s in skipped:
+        acc.print(f"resume: skipping incomplete checkpoint {s.path}: {s.problem}")
+    if found is None:
+        if skipped:
+            acc.print("resume: no complete checkpoint left; starting from scratch")
+        return None
+    changed = config_changes(found.meta.get("config", {}), trainer.config.to_dict())
+    if changed:  # another experiment under the same name: resuming would mix two runs
+        _set_aside(trainer, f"resume: the checkpoints were trained with other settings ({changed}); starting fresh "
+                            f"(--resume=<checkpoint folder> continues anyway)")
+        return None
+    if skipped:
+        acc.print(f"resume: falling back to the previous complete checkpoint {found.path}")
+    return found.path
+
+
+# settings that do not change the training trajectory: a resume may change them
+FREE_TO_CHANGE = {"resume", "num_workers", "log_with", "predict_test", "valid_schemes", "ckpt_every", "keep_ckpts",
+                  "skip_nonfinite", "out_dir", "comp", "fold", "auto_batch", "name"}
+
+
+def config_changes(saved: dict, now: dict) -> str:
+    """'key: old -> new' for every training setting that differs from the checkpoint's."""
+    return ", ".join(f"{k}: {saved[k]!r} -> {now.get(k)!r}" for k in sorted(saved)
+                     if k not in FREE_TO_CHANGE and k in now and saved[k] != now[k])
+
+
+def _set_aside(trainer, why: str) -> None:
+    acc, root = trainer.accelerator, checkpoint_root(trainer)
+    acc.wait_for_everyone()  # every process has read the folder before it moves
+    if acc.is_main_process and root.exists():
+        old = root.with_name("checkpoints.replaced")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(root, old)  # a fresh run must not later resume into the old run's states
+        acc.print(f"{why}: earlier checkpoints moved to {old}")
+    acc.wait_for_everyone()
+
+
+def restore_run(trainer, ckpt: Path | None) -> int:
+    """Load `ckpt` into the prepared trainer (or set fresh counters); return the epoch to start at."""
+    trainer.pos, trainer.loss0, trainer.skipped_nonfinite, trainer.best_ckpt = (0, 0), None, 0, None
+    trainer.stopped, trainer.step_rows = False, []
+    acc = trainer.accelerator
+    if ckpt is None:
+        if acc.is_main_process:
+            (trainer.fold_dir / STEP_LOG).unlink(missing_ok=True)
+        return 0
+    meta = json.loads((ckpt / "COMPLETE.json").read_text())
+    check_processes(meta.get("num_processes", 1), acc.num_processes, ckpt)
+    acc.load_state(str(ckpt))
+    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    load_scheduler(trainer.scheduler, state["scheduler"])
+    if trainer.ema is not None:
+        if state["ema"] is None:
+            raise ResumeError(f"{ckpt} was saved without EMA; this run has --ema_decay: resume with the same config")
+        trainer.ema.load_state_dict(state["ema"])
+    trainer.step, trainer.best, trainer.best_epoch = state["step"], state["best"], state["best_epoch"]
+    trainer.pos, trainer.skipped_nonfinite = tuple(state["pos"]), state["skipped_nonfinite"]
+    trainer.best_ckpt, trainer.stopped = state["best_ckpt"], state["stopped"]
+    trainer.loss0 = state["loss_sum"].to(acc.device) if state["loss_sum"] is not None else None
+    changed = config_changes(state["config"], trainer.config.to_dict())
+    if changed:
+        acc.print(f"resume: settings differ from the checkpoint's ({changed}); the run will not match an uninterrupted one")
+    if acc.is_main_process:
+        trim_logs(trainer.fold_dir, trainer.pos)
+    epoch, done = trainer.pos
+    acc.print(f"resumed from {ckpt}: epoch {epoch}, {done} batches into it, step {trainer.step}")
+    if trainer.stopped or epoch >= trainer.config.epochs:
+        acc.print("resume: training had already finished; --resume=never trains again")
+    return trainer.config.epochs if trainer.stopped else epoch
+
+
+def scheduler_state(scheduler) -> dict:
+    """The timm scheduler's state; for plateau also torch's counters (patience, cooldown) timm leaves out."""
+    state = dict(scheduler.state_dict())
+    inner = getattr(scheduler, "lr_scheduler", None)
+    if hasattr(inner, "state_dict"):
+        state["_inner"] = inner.state_dict()
+    return state
+
+
+def load_scheduler(scheduler, state: dict) -> None:
+    """Inverse of `scheduler_state`."""
+    state = dict(state)
+    inner = state.pop("_inner", None)
+    scheduler.load_state_dict(state)
+    if inner is not None:
+        scheduler.lr_scheduler.load_state_dict(inner)
+
+
+def check_processes(saved: int, now: int, ckpt: Path) -> None:
+    """Refuse, clearly, a resume under a different process count (its data shards and RNG files differ)."""
+    if saved != now:
+        raise ResumeError(f"{ckpt} was written by {saved} process(es), this run has {now}: the data shards, "
+                          f"per-process RNG states and batch positions would not line up. Resume with "
+                          f"--num_processes {saved}, or start over with --resume=never.")
+
+
+def trim_logs(fold_dir: Path, pos: tuple[int, int]) -> None:
+    """Drop log rows written after the checkpoint (the resumed run writes them again)."""
+    epoch, done = pos
+    _filter_jsonl(fold_dir / "metrics.jsonl", lambda r: r["epoch"] < epoch)
+    _filter_jsonl(fold_dir / STEP_LOG, lambda r: (r["epoch"], r["batch"]) <= (epoch, done))
+
+
+def _filter_jsonl(path: Path, keep) -> None:
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip() and keep(json.loads(line))]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ inside the loop
+def begin_epoch(trainer):
+    """Seed this epoch's data order and augmentation from (seed, epoch); skip batches done before a resume.
+
+    Returns (loader, number of the first batch, partial loss sum).
+    """
+    epoch, acc, seed = trainer.epoch, trainer.accelerator, trainer.config.seed
+    loader = trainer.train_loader
+    loader.set_epoch(epoch)  # the sampler's epoch (balanced sampling draws per seed + epoch)
+    reseed_shuffle(loader, seed + 100_003 * epoch)  # shuffling: one permutation per (seed, epoch)
+    dataset = loader.dataset
+    if hasattr(dataset, "seed_augmentation"):
+        dataset.seed_augmentation(seed)  # each row's augmentation drawn from (seed, epoch, row)
+        dataset.set_epoch(epoch)
+    loss_sum = torch.zeros((), device=acc.device)
+    start_epoch, done = trainer.pos
+    if epoch == start_epoch and done:
+        loader = acc.skip_first_batches(loader, done)
+        loss_sum = trainer.loss0 if trainer.loss0 is not None else loss_sum
+    trainer.pos = (epoch, 0)
+    return loader, done + 1 if epoch == start_epoch else 1, loss_sum
+
+
+def reseed_shuffle(loader, seed: int) -> None:
+    """Give the loader's random sampler a fresh generator seeded with `seed`.
+
+    The sampler gets a generator of its own: the loader's also seeds worker processes, and
+    persistent workers draw from it only on the first epoch, which would shift the permutation.
+    """
+    sampler = loader.get_sampler() if hasattr(loader, "get_sampler") else getattr(loader, "sampler", None)
+    if isinstance(sampler, torch.utils.data.RandomSampler):
+        sampler.generator = torch.Generator().manual_seed(seed)
+    for g in {id(x): x for x in (getattr(loader, "generator", None), getattr(loader, "synchronized_generator", None))
+              if x is not None}.values():
+        g.manual_seed(seed)  # worker seeds (and Accelerate's cross-process sync) from the same epoch seed
+
+
+def check_loss(trainer, loss: torch.Tensor, batch: dict, n: int) -> bool:
+    """Log the batch loss; on NaN/inf skip the batch (True) within --skip_nonfinite, else stop naming it."""
+    acc = trainer.accelerator
+    if fault_point("nonfinite", trainer.epoch * len(trainer.train_loader) + n):
+        loss.data.fill_(float("nan"))
+    value = loss.detach().float().item()
+    trainer.step_rows.append({"epoch": trainer.epoch, "batch": n, "step": trainer.step, "loss": value})
+    bad = torch.tensor(float(not math.isfinite(value)), device=acc.device)
+    if acc.num_processes > 1:  # every process must take the same decision, or their weights part
+        bad = acc.reduce(bad, "sum")
+    if not bad.item():
+        return False
+    ids = getattr(trainer.train_loader.dataset, "ids", None)
+    index = batch.get("index")
+    rows = index.tolist() if index is not None else []
+    names = [ids[i] for i in rows] if ids is not None else rows
+    where = f"step {trainer.step + 1}, epoch {trainer.epoch}, batch {n} (ids {names})"
+    if trainer.skipped_nonfinite < trainer.config.skip_nonfinite:
+        trainer.skipped_nonfinite += 1
+        acc.print(f"non-finite loss ({value}) at {where}: batch skipped "
+                  f"({trainer.skipped_nonfinite}/{trainer.config.skip_nonfinite} allowed)")
+        return True
+    last, _ = newest_complete(checkpoint_root(trainer))
+    kept = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
+    raise NonFiniteLoss(f"non-finite loss ({value}) at {where}; {kept}. Lower --lr, check those rows, "
+                        f"or allow skipping with --skip_nonfinite=N")
+
+
+def end_step(trainer, n: int, loss_sum: torch.Tensor) -> None:
+    """After an optimizer step: a mid-epoch checkpoint every --ckpt_every steps."""
+    fault_point("step", trainer.step)
+    every = trainer.config.ckpt_every
+    if every and trainer.step % every == 0 and n < len(trainer.train_loader):
+        save_run_checkpoint(trainer, (trainer.epoch, n), loss_sum)
+
+
+def end_epoch(trainer, improved: bool, stopped: bool) -> None:
+    """After validation: an epoch-end checkpoint (the one kept as best when the score improved)."""
+    save_run_checkpoint(trainer, (trainer.epoch + 1, 0), None, stopped=stopped, best=improved)
+
+
+def save_run_checkpoint(trainer, pos: tuple[int, int], loss_sum, stopped: bool = False, best: bool = False) -> str:
+    """Write one checkpoint of the whole run state at position `pos` = (epoch, batches done in it)."""
+    acc, cfg = trainer.accelerator, trainer.config
+    name = f"e{pos[0]:04d}-b{pos[1]:06d}"
+    if best:
+        trainer.best_ckpt = name
+    flush_step_log(trainer)
+    state = {
+        "scheduler": scheduler_state(trainer.scheduler),
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "step": trainer.step, "best": trainer.best, "best_epoch": trainer.best_epoch, "pos": pos,
+        "skipped_nonfinite": trainer.skipped_nonfinite, "best_ckpt": trainer.best_ckpt, "stopped": stopped,
+        "loss_sum": loss_sum.detach().cpu() if loss_sum is not None else None, "config": cfg.to_dict(),
+    }
+
+    def write(folder: Path) -> None:
+        acc.save_state(str(folder))
+        if acc.is_main_process:
+            torch.save(state, folder / STATE_FILE)
+
+    meta = {"epoch": pos[0], "batches_done": pos[1], "step": trainer.step, "num_processes": acc.num_processes,
+            "config": cfg.to_dict()}
+    root = checkpoint_root(trainer)
+    write_checkpoint(root, name, write, meta, acc.is_main_process, acc.wait_for_everyone)
+    if acc.is_main_process:
+        prune_checkpoints(root, cfg.keep_ckpts, {trainer.best_ckpt} if trainer.best_ckpt else set())
+    return name
+
+
+def flush_step_log(trainer) -> None:
+    """Append the buffered per-batch losses to steps.jsonl (main process)."""
+    if trainer.accelerator.is_main_process and trainer.step_rows:
+        with open(trainer.fold_dir / STEP_LOG, "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in trainer.step_rows))
+    trainer.step_rows = []
+
+
+__all__ = ["CheckpointError", "NonFiniteLoss", "ResumeError", "begin_epoch", "check_loss", "end_epoch", "end_step",
+           "find_resume", "restore_run", "save_run_checkpoint"]
