@@ -138,7 +138,8 @@ def test_wandb_online_with_unreachable_host_trains_offline(tmp_path, monkeypatch
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # the discard port: connection refused
     t0 = time.perf_counter()
-    train(tmp_path, log_with="wandb")
+    with pytest.warns(UserWarning, match="wandb host unreachable"):
+        train(tmp_path, log_with="wandb")
     _check_offline_run(tmp_path / "tiny", time.perf_counter() - t0)
 
 
