@@ -26,7 +26,10 @@ class TrialFailed(RuntimeError):
 def open_study(spec: SweepSpec, runs: Path, seed: int = 0):
     """Create or load the study in runs/sweeps/<name>.db with the YAML's sampler and pruner."""
     import optuna
+    import warnings
+
     from optuna import storages
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in use
     db = (runs / "sweeps" / f"{spec.name}.db").resolve()
     db.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9 renamed the hook

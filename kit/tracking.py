@@ -63,13 +63,17 @@ def host_reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def wandb_mode() -> str:
-    """WANDB_MODE when set; else online when logged in and the host answers, offline otherwise."""
+    """WANDB_MODE when set; else online when logged in and the host answers, offline otherwise.
+
+    Behind a proxy a direct connection proves nothing, so only wandb's init timeout guards there.
+    """
     mode = os.environ.get("WANDB_MODE", "").strip().lower()
     if mode and mode != "online":
         return mode
     if not mode and not wandb_logged_in():
         return "offline"
-    if not host_reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")):
+    behind_proxy = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"))
+    if not behind_proxy and not host_reachable(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")):
         warnings.warn("wandb host unreachable: logging offline (`wandb sync` uploads the run later)")
         return "offline"
     return "online"

@@ -231,3 +231,28 @@ def test_hyperband_stops_weak_trials_while_they_run(tmp_path):
     for t in pruned:  # stopped early: its process wrote fewer than all 8 epochs
         rows = (tmp_path / "runs" / f"hb-t{t.number:03d}" / "fold0" / "metrics.jsonl").read_text().splitlines()
         assert len(rows) < 8 and not (tmp_path / "runs" / f"hb-t{t.number:03d}" / "summary.json").exists()
+
+
+def test_workers_run_trials_side_by_side(tmp_path):
+    from kit.sweep import run_sweep
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    path = tmp_path / "w.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "w", "program": str(tmp_path / "prog.py"), "method": "random",
+        "metric": {"name": "valid/score", "goal": "maximize"}, "parameters": {"lr": {"min": 0.0, "max": 1.0}},
+        "command": ["${env}", "${interpreter}", "${program}", "${args}"]}))
+    result = run_sweep(str(path), trials=4, workers=2, runs=str(tmp_path / "runs"))
+    study = optuna.load_study(study_name="w", storage=f"sqlite:///{tmp_path / 'runs' / 'sweeps' / 'w.db'}")
+    trials = sorted(study.trials, key=lambda t: t.datetime_start)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert trials[1].datetime_start < trials[0].datetime_complete  # two at a time
+    assert result["best"]["valid/score"] == max(t.value for t in trials)
+    assert len({t.user_attrs["run"] for t in trials}) == 4
+
+
+def test_kit_sweep_refuses_a_bad_yaml_before_running_anything(tmp_path):
+    from tests.helpers import kit
+    path = write_yaml(tmp_path, parameters={"lr": {"distribution": "normal"}})
+    r = kit("sweep", str(path), "--trials=2", f"--runs={tmp_path / 'runs'}", check=False)
+    assert r.returncode != 0 and "parameters.lr: distribution 'normal'" in r.stderr + r.stdout
+    assert not (tmp_path / "runs").exists()
