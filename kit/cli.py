@@ -10,8 +10,10 @@ from .config import load_config
 
 def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
     """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads;
-    --task=segmentation: synthetic shapes with RLE masks (use --out=data/demo_seg)."""
+    --task=segmentation: synthetic shapes with RLE masks, in data/demo_seg unless --out says otherwise."""
     from .demo import make_demo
+    if task == "segmentation" and out == "data/demo":  # never mix shapes into the digits folder
+        out = "data/demo_seg"
     path = make_demo(out, seed, task)
     print(f"demo competition written to {path}")
 
@@ -161,8 +163,9 @@ def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0
     print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
 
 
-COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
+COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
+COMMANDS["predict_seg"] = predict_seg
 
 
 def main() -> None:
