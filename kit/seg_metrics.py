@@ -11,7 +11,7 @@ import torch
 
 SEG_METRICS = ("dice", "iou")
 GRID = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2).tolist())
-AREAS = (0, 8, 16, 32, 64, 128, 256)  # smallest kept mask, in pixels at model resolution
+AREA_SHARES = (0, 0.002, 0.004, 0.008, 0.016, 0.03, 0.06, 0.12)  # smallest kept mask, as a share of the image
 
 
 def pair_scores(pred: np.ndarray, true: np.ndarray, metric: str = "dice", chunk: int = 256) -> np.ndarray:
@@ -60,12 +60,13 @@ def drop_small(masks: np.ndarray, min_area) -> np.ndarray:
     return masks * (masks.sum((2, 3)) >= floor)[..., None, None].astype(masks.dtype)
 
 
-def tune_postprocess(probs: np.ndarray, true: np.ndarray, metric: str = "dice", grid=GRID,
-                     areas=AREAS) -> dict:
-    """Per-class threshold and smallest kept mask area maximising the OOF score (sigmoid outputs).
+def tune_postprocess(probs: np.ndarray, true: np.ndarray, metric: str = "dice", grid=GRID, areas=None) -> dict:
+    """Per-class threshold and smallest kept mask area (pixels) maximising the OOF score (sigmoid outputs).
 
     Dropping small masks is what turns false positives on empty images into perfect scores.
     """
+    if areas is None:
+        areas = sorted({int(round(a * probs.shape[-1] * probs.shape[-2])) for a in AREA_SHARES})
     thresholds, min_areas = [], []
     for c in range(probs.shape[1]):
         best = (-1.0, 0.5, 0)

@@ -84,5 +84,5 @@ def test_drop_small_and_tuned_area_fix_false_positives_on_empty_images():
     assert mask_score(drop_small(masks, 8), true) == pytest.approx(1.0)
     assert drop_small(masks, 65).sum() == 0
     tuned = tune_postprocess(probs, true)
-    assert tuned["min_area"][0] in (8, 16, 32, 64) and tuned["score"] == pytest.approx(1.0)
+    assert 4 < tuned["min_area"][0] <= 64 and tuned["score"] == pytest.approx(1.0)  # from shares of 256 pixels
     assert tune_thresholds(probs, true)[1] < 1.0  # a threshold alone cannot remove the specks
