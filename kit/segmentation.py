@@ -101,6 +101,11 @@ class SegTrainer(Trainer):
     def setup_data(self) -> None:
         """Load the competition and its mask spec, check images and masks, read (or make) the folds."""
         cfg = self.config
+        unsupported = {"valid_schemes": cfg.valid_schemes, "pseudo": cfg.pseudo, "mixup": cfg.mixup,
+                       "cutmix": cfg.cutmix, "sampler": cfg.sampler != "shuffle"}
+        for key, value in unsupported.items():  # classification features: they read class labels
+            if value:
+                raise ValueError(f"--{key}: not available for segmentation experiments (SegTrainer)")
         self.comp = load_competition(cfg.comp)
         self.spec = mask_spec(self.comp)
         if self.comp.submission.get("kind") == "rle":

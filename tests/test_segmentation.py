@@ -187,3 +187,11 @@ def test_long_layout_one_row_per_image_and_class(seg_demo, tmp_path):
     sub.loc[sub.id.str.endswith("_circle"), "EncodedPixels"] = ""  # drop every circle
     sub.to_csv(csv, index=False)
     assert score_submission(comp, csv)["public"] < 0.9
+
+
+@pytest.mark.parametrize("override", [{"mixup": 0.2}, {"sampler": "balanced"}, {"valid_schemes": "plain,testlike"}])
+def test_classification_only_options_are_refused(seg_demo, override):
+    from kit.segmentation import SegTrainer
+    key = next(iter(override))
+    with pytest.raises(ValueError, match=f"--{key}: not available for segmentation"):
+        SegTrainer(SegConfig(comp=str(seg_demo), **override))
