@@ -10,8 +10,10 @@ from .config import load_config
 
 def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
     """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads;
-    --task=segmentation: synthetic shapes with RLE masks (use --out=data/demo_seg)."""
+    --task=segmentation: synthetic shapes with RLE masks, in data/demo_seg unless --out says otherwise."""
     from .demo import make_demo
+    if task == "segmentation" and out == "data/demo":  # never mix shapes into the digits folder
+        out = "data/demo_seg"
     path = make_demo(out, seed, task)
     print(f"demo competition written to {path}")
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .competition import Competition, CompetitionError, read_table
 from .rle import rle_decode, rle_encode
 from .seg_data import MaskSpec, mask_spec
-from .seg_metrics import binarize, pair_scores
+from .seg_metrics import binarize, drop_small, pair_scores
 
 
 def rle_columns(comp: Competition, spec: MaskSpec, columns: list[str]) -> list[str]:
@@ -54,39 +54,50 @@ def submission_order(comp: Competition, spec: MaskSpec) -> str:
     return str(comp.submission.get("order", spec.order))
 
 
-def run_thresholds(run_dir: Path, spec: MaskSpec, default: float = 0.5):
-    """The OOF-tuned threshold(s) in cv.json, else the run's --threshold, else `default`."""
+def run_postprocess(run_dir: Path, default: float = 0.5) -> tuple:
+    """(threshold(s), min_area(s)) tuned on OOF in cv.json, else the run's --threshold and no area floor."""
     cv = Path(run_dir) / "cv.json"
-    if cv.exists() and json.loads(cv.read_text()).get("threshold") is not None:
-        return json.loads(cv.read_text())["threshold"]
+    tuned = json.loads(cv.read_text()) if cv.exists() else {}
+    if tuned.get("threshold") is not None:
+        return tuned["threshold"], tuned.get("min_area", 0)
     cfg = Path(run_dir) / "config.yaml"
     if cfg.exists():
         import yaml
-        return (yaml.safe_load(cfg.read_text()) or {}).get("threshold", default)
-    return default
+        return (yaml.safe_load(cfg.read_text()) or {}).get("threshold", default), 0
+    return default, 0
 
 
-def masks_at_size(probs: np.ndarray, spec: MaskSpec, threshold) -> np.ndarray:
-    """Probabilities at model resolution -> 0/1 masks (N, classes, H, W) at the images' original size."""
+def masks_at_size(probs: np.ndarray, spec: MaskSpec, threshold, min_area=0) -> np.ndarray:
+    """Probabilities at model resolution -> 0/1 masks (N, classes, H, W) at the images' original size.
+
+    `min_area` counts pixels at model resolution; it is scaled to the original size.
+    """
     out = np.zeros((len(probs), len(spec.classes), *spec.image_size), dtype=np.uint8)
+    scale = float(np.prod(spec.image_size)) / float(np.prod(probs.shape[-2:])) if len(probs) else 1.0
+    floor = np.asarray(min_area, dtype=np.float64) * scale
     for s in range(0, len(probs), 64):  # resize probabilities, then threshold: smoother edges than resizing masks
         p = torch.as_tensor(probs[s:s + 64], dtype=torch.float32)
         if tuple(p.shape[-2:]) != spec.image_size:
             p = F.interpolate(p, size=spec.image_size, mode="bilinear", align_corners=False)
-        out[s:s + 64] = binarize(p.numpy(), spec.mode, threshold)
+        out[s:s + 64] = drop_small(binarize(p.numpy(), spec.mode, threshold), floor)
     return out
 
 
-def build_rle_submission(comp: Competition, run_dir: Path, threshold=None) -> pd.DataFrame:
-    """runs/<exp>/test_masks.npz as an RLE table in the sample submission's id order and header."""
+def build_rle_submission(comp: Competition, run_dir: Path, threshold=None, min_area=None) -> pd.DataFrame:
+    """runs/<exp>/test_masks.npz as an RLE table in the sample submission's id order and header.
+
+    Threshold and smallest kept area: the arguments, else cv.json's OOF-tuned ones, else --threshold.
+    """
     from .segmentation import read_masks
     spec, layout = mask_spec(comp), submission_layout(comp)
     path = Path(run_dir) / "test_masks.npz"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train with predict_test, or run `kit predict-seg`")
     ids, probs = read_masks(path)
-    thr = run_thresholds(run_dir, spec) if threshold is None else threshold
-    masks = masks_at_size(probs, spec, thr)
+    tuned_thr, tuned_area = run_postprocess(run_dir)
+    thr = tuned_thr if threshold is None else threshold
+    area = (tuned_area if threshold is None else 0) if min_area is None else min_area
+    masks = masks_at_size(probs, spec, thr, area)
     sample = read_table(comp.path(comp.sample_submission))
     cols, order = rle_columns(comp, spec, list(sample.columns)), submission_order(comp, spec)
     pred = pd.DataFrame({comp.id_column: ids})

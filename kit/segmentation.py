@@ -21,7 +21,7 @@ from .competition import CompetitionError, load_competition
 from .config import Config, load_config
 from .preflight import PreflightError, preflight
 from .seg_data import SegDataset, check_masks, mask_spec
-from .seg_metrics import SEG_METRICS, binarize, mask_score, tune_thresholds
+from .seg_metrics import SEG_METRICS, binarize, drop_small, mask_score, tune_postprocess, tune_thresholds
 from .trainer import Trainer
 from .transforms import build_eval_transforms
 from .tta import parse_views, predict_views
@@ -101,6 +101,11 @@ class SegTrainer(Trainer):
     def setup_data(self) -> None:
         """Load the competition and its mask spec, check images and masks, read (or make) the folds."""
         cfg = self.config
+        unsupported = {"valid_schemes": cfg.valid_schemes, "pseudo": cfg.pseudo, "mixup": cfg.mixup,
+                       "cutmix": cfg.cutmix, "sampler": cfg.sampler != "shuffle"}
+        for key, value in unsupported.items():  # classification features: they read class labels
+            if value:
+                raise ValueError(f"--{key}: not available for segmentation experiments (SegTrainer)")
         self.comp = load_competition(cfg.comp)
         self.spec = mask_spec(self.comp)
         if self.comp.submission.get("kind") == "rle":
@@ -213,11 +218,14 @@ def collect_seg_run(trainer: SegTrainer) -> dict:
         oof, truth = np.concatenate([p for _, p, _ in parts]), np.concatenate([t for _, _, t in parts])
         fixed = mask_score(binarize(oof, spec.mode, cfg.threshold), truth, comp.metric)
         result.update(threshold=cfg.threshold, oof_fixed_threshold=fixed, oof_score=fixed)
+        result["min_area"] = 0
         if spec.mode != "multiclass":  # softmax masks take the arg-max: nothing to tune
-            result["threshold"], result["oof_score"] = tune_thresholds(oof, truth, comp.metric)
-        # per fold at the thresholds the submission will use, so a partial run's CV describes it
-        result["per_fold"] = {k: mask_score(binarize(p, spec.mode, result["threshold"]), t, comp.metric)
-                              for k, p, t in parts}
+            result["threshold"], result["oof_threshold_only"] = tune_thresholds(oof, truth, comp.metric)
+            tuned = tune_postprocess(oof, truth, comp.metric)
+            result.update(threshold=tuned["threshold"], min_area=tuned["min_area"], oof_score=tuned["score"])
+        # per fold with the post-processing the submission will use, so a partial run's CV describes it
+        post = lambda p: drop_small(binarize(p, spec.mode, result["threshold"]), result["min_area"])  # noqa: E731
+        result["per_fold"] = {k: mask_score(post(p), t, comp.metric) for k, p, t in parts}
         if len(done) == len(all_folds):
             write_masks(run_dir / "oof_masks.npz", ids, oof)
             result["cv"] = result["oof_score"]

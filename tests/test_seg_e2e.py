@@ -31,7 +31,8 @@ def test_demo_experiment_one_epoch_then_rle_submission_passes_validation(seg_com
                  "fold0/oof_masks.npz", "fold0/metrics.jsonl"):
         assert (run_dir / name).exists(), name
     cv = json.loads((run_dir / "cv.json").read_text())
-    assert cv["folds_done"] == [0] and len(cv["threshold"]) == 2 and 0 <= cv["per_fold"]["0"] <= 1
+    assert cv["folds_done"] == [0] and len(cv["threshold"]) == len(cv["min_area"]) == 2
+    assert 0 <= cv["per_fold"]["0"] <= 1
     with np.load(run_dir / "test_masks.npz") as z:
         assert z["probs"].shape == (160, 2, 64, 64) and 0 <= z["probs"].min() and z["probs"].max() <= 1
     r = kit("submit", "exp_seg001_unet", "-m", "smoke", f"--runs={runs}", f"--out={subs}")

@@ -71,3 +71,18 @@ def test_tuned_threshold_beats_default_on_under_confident_probs():
     assert 0.1 <= thr[0] < 0.35 and 0.65 <= thr[1] < 0.9
     assert tuned == pytest.approx(1.0)
     assert mask_score(binarize(probs, "binary", 0.5), true) < 0.8
+
+
+def test_drop_small_and_tuned_area_fix_false_positives_on_empty_images():
+    from kit.seg_metrics import drop_small, tune_postprocess
+    true = np.zeros((10, 1, 16, 16), np.uint8)
+    true[:5, 0, 2:10, 2:10] = 1  # 64-pixel objects on half the images, nothing on the rest
+    probs = true * 0.9 + 0.05
+    probs[5:, 0, 0, :4] = 0.95  # a confident 4-pixel speck of false positive on every empty image
+    masks = binarize(probs, "binary", 0.5)
+    assert mask_score(masks, true) == pytest.approx(0.5)  # every empty image scores 0
+    assert mask_score(drop_small(masks, 8), true) == pytest.approx(1.0)
+    assert drop_small(masks, 65).sum() == 0
+    tuned = tune_postprocess(probs, true)
+    assert 4 < tuned["min_area"][0] <= 64 and tuned["score"] == pytest.approx(1.0)  # from shares of 256 pixels
+    assert tune_thresholds(probs, true)[1] < 1.0  # a threshold alone cannot remove the specks

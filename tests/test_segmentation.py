@@ -187,3 +187,53 @@ def test_long_layout_one_row_per_image_and_class(seg_demo, tmp_path):
     sub.loc[sub.id.str.endswith("_circle"), "EncodedPixels"] = ""  # drop every circle
     sub.to_csv(csv, index=False)
     assert score_submission(comp, csv)["public"] < 0.9
+
+
+@pytest.mark.parametrize("override", [{"mixup": 0.2}, {"sampler": "balanced"}, {"valid_schemes": "plain,testlike"}])
+def test_classification_only_options_are_refused(seg_demo, override):
+    from kit.segmentation import SegTrainer
+    key = next(iter(override))
+    with pytest.raises(ValueError, match=f"--{key}: not available for segmentation"):
+        SegTrainer(SegConfig(comp=str(seg_demo), **override))
+
+
+def test_multiclass_png_competition_trains_and_submits_in_process(tmp_path):
+    """PNG masks with a class index per pixel: softmax, cross-entropy + dice, arg-max masks, RLE out."""
+    import cv2
+    import yaml
+
+    from kit.seg_demo import draw_sample
+    from kit.segmentation import SegTrainer
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mc"
+    for d in ("train", "test", "masks"):
+        (root / d).mkdir(parents=True)
+    ids = [f"im{i:02d}" for i in range(24)]
+    for n, i in enumerate(ids):
+        img, m = draw_sample(rng)
+        split = "train" if n < 18 else "test"
+        cv2.imwrite(str(root / split / f"{i}.png"), img)
+        if split == "train":
+            cv2.imwrite(str(root / "masks" / f"{i}.png"), (m[..., 0] + 2 * m[..., 1]).astype(np.uint8))
+    pd.DataFrame({"id": ids[:18]}).to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"id": ids[18:], "EncodedPixels_circle": "", "EncodedPixels_rectangle": ""}).to_csv(
+        root / "sample_submission.csv", index=False)
+    (root / "competition.yaml").write_text(yaml.safe_dump({
+        "task": "segmentation", "classes": ["circle", "rectangle"], "image_size": [64, 64], "metric": "iou",
+        "masks": {"mode": "multiclass", "source": "png", "folder": "masks"},
+        "submission": {"kind": "rle", "columns": ["id", "EncodedPixels_circle", "EncodedPixels_rectangle"]}}))
+    cfg = SegConfig(comp=str(root), out_dir=str(tmp_path / "runs"), name="mc", encoder="tu-test_resnet",
+                    img_size=32, batch_size=6, epochs=1, num_workers=0, n_folds=3, tta="hflip", seg_loss="bce_dice")
+    trainer = SegTrainer(cfg)
+    summary = trainer.fit(0)
+    cv = trainer.finish([summary])
+    assert cv["min_area"] == 0 and cv["threshold"] == 0.5  # arg-max masks: nothing tuned
+    row = json.loads((tmp_path / "runs" / "mc" / "fold0" / "metrics.jsonl").read_text())
+    assert row["valid/score"] == row["valid/iou"] and cv["per_fold"][0] == pytest.approx(row["valid/iou"], abs=1e-3)
+    ids_out, probs = read_masks(tmp_path / "runs" / "mc" / "test_masks.npz")
+    assert ids_out == ids[18:] and probs.shape == (6, 3, 32, 32)
+    assert np.allclose(probs.sum(1), 1, atol=1e-2)  # softmax over background + 2 classes
+    sub = build_rle_submission(load_competition(root), tmp_path / "runs" / "mc")
+    csv = tmp_path / "sub.csv"
+    sub.to_csv(csv, index=False)
+    assert validate_submission(load_competition(root), csv) == []
