@@ -180,8 +180,10 @@ class Trainer:
         self.loss_fn, self.mixer = SoftTargetCrossEntropy() if soft else self.build_loss(), self.build_mixer()
         optimizer = self.build_optimizer(self.model)
         sampler = create_sampler(cfg.sampler, train_ds, self.comp, cfg.seed)
+        # Mixup needs even batches; BatchNorm cannot train on a last batch of one row (pseudo rows make any size).
+        drop_last = self.mixer is not None or len(sampler if sampler is not None else train_ds) % cfg.batch_size == 1
         train_loader = build_loader(train_ds, cfg.batch_size, cfg.num_workers, shuffle=True, seed=cfg.seed,
-                                    drop_last=self.mixer is not None, sampler=sampler)  # Mixup needs even batches
+                                    drop_last=drop_last, sampler=sampler)
         valid_loader = build_loader(valid_ds, cfg.batch_size, cfg.num_workers, shuffle=False)
         self.model, self.optimizer, self.train_loader, self.valid_loader = acc.prepare(
             self.model, optimizer, train_loader, valid_loader)

@@ -89,3 +89,19 @@ def test_accumulation_of_4x8_equals_batch_32(tmp_path):
     for grads_big, grads_small in zip(big.recorder.seen[:2], small.recorder.seen[:2]):
         for a, b in zip(grads_big, grads_small):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class BatchNormOddTail(Synthetic):
+    """72 train rows at batch 71: the last batch would hold one row, which BatchNorm cannot train on."""
+
+    config = Synthetic.config.override(name="bn_tail", batch_size=71, epochs=1)
+
+    def build_model(self):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(D, 32), torch.nn.BatchNorm1d(32), torch.nn.Linear(32, C))
+
+
+def test_a_last_batch_of_one_row_is_dropped_not_crashed_on(tmp_path):
+    trainer = BatchNormOddTail(BatchNormOddTail.config.override(out_dir=str(tmp_path)))
+    summary = trainer.fit(0)
+    assert trainer.step == 1 and summary["score"] is not None
