@@ -85,7 +85,8 @@ def _fmt(v) -> str:
 
 def main(quick: bool = False, skip: str = "", out: str = str(HERE / "RESULTS.md")) -> list[tuple]:
     """Run the benchmarks, print one table, write it with the machine to RESULTS.md."""
-    skipped = {s.strip() for s in str(skip).split(",") if s.strip()}
+    names = skip if isinstance(skip, (list, tuple)) else str(skip).split(",")  # fire turns a,b into a tuple
+    skipped = {str(s).strip() for s in names if str(s).strip()}
     rows, t0 = [], time.time()
     for name, fn in SECTIONS.items():
         if name in skipped:

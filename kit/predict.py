@@ -18,7 +18,7 @@ from .heads import head_sizes
 from .models import load_state_dict
 from .tables import output_columns, score_oof, write_confusion, write_probs
 from .trainer import Trainer
-from .tta import COMBINE, parse_views, predict_views
+from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
 
 def load_experiment_class(run_dir: Path) -> type:
@@ -70,18 +70,22 @@ def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], method: str, batch_size: int,
-                    num_workers: int, desc: str = "predict") -> list[np.ndarray]:
-    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views."""
+                    num_workers: int, desc: str = "predict", max_batch: int = -1) -> list[np.ndarray]:
+    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views.
+
+    max_batch caps the rows of one forward pass (-1: kit.tta.auto_max_batch for the device; 0: no cap).
+    """
     acc = trainer.accelerator
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
     for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
         x = batch["image"].to(acc.device)
+        cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
         for j, model in enumerate(models):
             trainer.model = model
             fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731
             with acc.autocast():
-                p = predict_views(fn, x, views, method, class_dim=None)  # the experiment's own eval_step
+                p = predict_views(fn, x, views, method, class_dim=None, max_batch=cap)  # the experiment's own eval_step
             outs[j].append((_renorm_heads(trainer, p) if method == "gmean" else p).cpu())
     trainer.model = None
     return [torch.cat(o).numpy() for o in outs]
