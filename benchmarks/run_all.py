@@ -46,8 +46,9 @@ def _rows_data(quick: bool) -> list[tuple]:
 
 def _rows_tta(quick: bool) -> list[tuple]:
     from . import bench_tta
-    r = bench_tta.bench(views="d4", reps=3 if quick else 7)
-    return [("TTA: 8 views batched / (8 x one view)", r, "<= 1.05", r <= 1.05)]
+    # one thread: on a shared 2-core machine two threads measure the neighbours more than the batching
+    r = bench_tta.bench(views="d4", reps=3 if quick else 7, threads=1)
+    return [("TTA: 8 views batched / (8 x one view), 1 thread", r, "<= 1.05", r <= 1.05)]
 
 
 def _rows_ckpt(quick: bool) -> list[tuple]:
