@@ -92,7 +92,7 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
 
 
 def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | Path = "runs", batch_size: int = 0,
-                num_workers: int = -1) -> dict:
+                num_workers: int = -1, max_batch: int = -1) -> dict:
     """Write runs/<exp>/test.parquet (fold models x views) and oof_tta.parquet; return CV without and with TTA."""
     views = parse_views(tta)
     if method not in COMBINE:
@@ -108,14 +108,14 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     # test: every fold model on every view of each batch, then the fold average (as training's test.parquet)
     test_ds = trainer.build_test_dataset()
     per_fold = predict_dataset(trainer, list(models.values()), test_ds, views, method, cfg.batch_size, cfg.num_workers,
-                               "test")
+                               "test", max_batch)
     write_probs(run_dir / "test.parquet", test_ds.ids, np.mean(per_fold, 0), comp)
     # OOF: each fold model on its own validation rows, so CV says whether the views help
     oof_parts, plain_parts = [], []
     for k, model in models.items():
         valid_ds = trainer.build_datasets(k)[1]
         [probs] = predict_dataset(trainer, [model], valid_ds, views, method, cfg.batch_size, cfg.num_workers,
-                                   f"fold {k} OOF")
+                                   f"fold {k} OOF", max_batch)
         part = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
         part.insert(0, comp.id_column, [str(i) for i in valid_ds.ids])
         oof_parts.append(part)
