@@ -24,12 +24,12 @@ demo: $(STAMP)
 	$(BIN)/kit folds data/demo --n=3 --force
 	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=all --epochs=5
 	$(BIN)/kit submit exp001_baseline -m "demo baseline, 3 folds"
-	$(BIN)/kit predict exp001_baseline --tta=rot
-	$(BIN)/kit submit exp001_baseline -m "demo baseline, 3 folds, TTA rot"
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp002_focal_cutmix.py --fold=all --epochs=6
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp002_focal_cutmix.py --fold=all --epochs=8
 	$(BIN)/kit submit exp002_focal_cutmix -m "demo test-like augmentation, 3 folds"
+	$(BIN)/kit predict exp002_focal_cutmix --tta=flips
+	$(BIN)/kit submit exp002_focal_cutmix -m "demo test-like augmentation, 3 folds, TTA flips"
 	$(BIN)/kit ensemble exp001_baseline exp002_focal_cutmix --method=soft --name=ens_demo
-	$(BIN)/kit submit ens_demo -m "demo soft ensemble of exp001 (TTA) and exp002"
+	$(BIN)/kit submit ens_demo -m "demo soft ensemble of exp001 and exp002 (TTA)"
 	$(BIN)/kit ledger --limit=4
 
 demo-seg: $(STAMP)

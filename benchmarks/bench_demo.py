@@ -36,6 +36,8 @@ def bench() -> dict:
         subprocess.run(cmd, shell=True, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         label = " ".join(shlex.split(cmd)[:3]).replace(".venv/bin/", "")
+        if label in times:  # the same command twice (a submit before and after TTA): keep both
+            label += f" #{sum(k.startswith(label) for k in times) + 1}"
         times[label] = time.perf_counter() - t0
     total = sum(times.values())
     for label, s in times.items():

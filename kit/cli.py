@@ -183,14 +183,14 @@ def _run_task(exp: str, runs: str) -> str:
 
 
 def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
-            num_workers: int = -1) -> None:
+            num_workers: int = -1, max_batch: int = -1) -> None:
     """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
     from .competition import CompetitionError
     from .predict import predict_run
     if _run_task(exp, runs) == "segmentation":  # masks: views undone on the masks, fold mean, RLE at submit
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
-        info = predict_run(exp, tta, method, runs, batch_size, num_workers)
+        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch)
     except (CompetitionError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"kit predict: {e}") from None
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731

@@ -18,7 +18,7 @@ from .heads import head_sizes
 from .models import load_state_dict
 from .tables import output_columns, score_oof, write_confusion, write_probs
 from .trainer import Trainer
-from .tta import COMBINE, parse_views, predict_views
+from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
 
 def load_experiment_class(run_dir: Path) -> type:
@@ -70,25 +70,29 @@ def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], method: str, batch_size: int,
-                    num_workers: int, desc: str = "predict") -> list[np.ndarray]:
-    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views."""
+                    num_workers: int, desc: str = "predict", max_batch: int = -1) -> list[np.ndarray]:
+    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views.
+
+    max_batch caps the rows of one forward pass (-1: kit.tta.auto_max_batch for the device; 0: no cap).
+    """
     acc = trainer.accelerator
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
     for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
         x = batch["image"].to(acc.device)
+        cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
         for j, model in enumerate(models):
             trainer.model = model
             fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731
             with acc.autocast():
-                p = predict_views(fn, x, views, method, class_dim=None)  # the experiment's own eval_step
+                p = predict_views(fn, x, views, method, class_dim=None, max_batch=cap)  # the experiment's own eval_step
             outs[j].append((_renorm_heads(trainer, p) if method == "gmean" else p).cpu())
     trainer.model = None
     return [torch.cat(o).numpy() for o in outs]
 
 
 def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | Path = "runs", batch_size: int = 0,
-                num_workers: int = -1) -> dict:
+                num_workers: int = -1, max_batch: int = -1) -> dict:
     """Write runs/<exp>/test.parquet (fold models x views) and oof_tta.parquet; return CV without and with TTA."""
     views = parse_views(tta)
     if method not in COMBINE:
@@ -104,14 +108,14 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     # test: every fold model on every view of each batch, then the fold average (as training's test.parquet)
     test_ds = trainer.build_test_dataset()
     per_fold = predict_dataset(trainer, list(models.values()), test_ds, views, method, cfg.batch_size, cfg.num_workers,
-                               "test")
+                               "test", max_batch)
     write_probs(run_dir / "test.parquet", test_ds.ids, np.mean(per_fold, 0), comp)
     # OOF: each fold model on its own validation rows, so CV says whether the views help
     oof_parts, plain_parts = [], []
     for k, model in models.items():
         valid_ds = trainer.build_datasets(k)[1]
         [probs] = predict_dataset(trainer, [model], valid_ds, views, method, cfg.batch_size, cfg.num_workers,
-                                   f"fold {k} OOF")
+                                   f"fold {k} OOF", max_batch)
         part = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
         part.insert(0, comp.id_column, [str(i) for i in valid_ds.ids])
         oof_parts.append(part)

@@ -31,6 +31,9 @@ PRESETS = {
     "d4": list(VIEWS),
 }
 COMBINE = ("mean", "gmean")
+# Measured with benchmarks/bench_tta.py (resnet18): on a CPU, one pass over about this many pixels (256 rows
+# of 32x32, 64 of 64x64) is the cheapest per image; larger passes leave the caches and cost more.
+CPU_PIXELS_PER_PASS = 2 ** 18
 
 
 def parse_views(spec: str | list | tuple) -> list[str]:
@@ -81,10 +84,24 @@ def combine_views(per_view: torch.Tensor, method: str = "mean", class_dim: int |
     return g if class_dim is None else g / g.sum(class_dim, keepdim=True)
 
 
+def auto_max_batch(x: torch.Tensor, device) -> int:
+    """Rows per forward pass: all views at once on an accelerator, about CPU_PIXELS_PER_PASS pixels on a CPU."""
+    if torch.device(device).type != "cpu":
+        return 0
+    return max(len(x), CPU_PIXELS_PER_PASS // (x.shape[-1] * x.shape[-2]))
+
+
 def predict_views(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: list[str],
-                  method: str = "mean", spatial: bool = False, class_dim: int | None = 1) -> torch.Tensor:
-    """fn(x) averaged over views with one batched forward pass (outputs are probabilities)."""
+                  method: str = "mean", spatial: bool = False, class_dim: int | None = 1,
+                  max_batch: int = 0) -> torch.Tensor:
+    """fn(x) averaged over views, batched into one forward pass (outputs are probabilities).
+
+    max_batch caps the rows of one forward pass: views then go in groups (at least one view a pass).
+    On a CPU a very large batch leaves the caches and costs more per image than a few smaller ones.
+    """
     if views == ["none"]:
         return fn(x)
-    per_view = unstack_views(fn(stack_views(x, views)), views, spatial)
+    per = max(1, max_batch // len(x)) if max_batch else len(views)
+    groups = [views[i:i + per] for i in range(0, len(views), per)]
+    per_view = torch.cat([unstack_views(fn(stack_views(x, g)), g, spatial) for g in groups])
     return combine_views(per_view, method, class_dim)
