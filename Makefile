@@ -20,7 +20,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/kit demo-data --out=data/demo
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=0
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=0 --resume=never
 	$(BIN)/kit submit exp001_baseline -m "demo baseline, fold 0"
 	$(BIN)/kit ledger
 
