@@ -8,7 +8,7 @@ MSG ?=
 export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test submit clean soak
+.PHONY: install demo demo-seg test submit bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo regenerates its own competition, so its 3 folds replace any earlier ones (--force).
 demo: $(STAMP)
 	$(BIN)/kit demo-data --out=data/demo
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=0 --resume=never
-	$(BIN)/kit submit exp001_baseline -m "demo baseline, fold 0"
-	$(BIN)/kit ledger
+	$(BIN)/kit folds data/demo --n=3 --force
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=all --epochs=5 --resume=never
+	$(BIN)/kit submit exp001_baseline -m "demo baseline, 3 folds"
+	$(BIN)/kit predict exp001_baseline --tta=rot
+	$(BIN)/kit submit exp001_baseline -m "demo baseline, 3 folds, TTA rot"
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp002_focal_cutmix.py --fold=all --epochs=6 --resume=never
+	$(BIN)/kit submit exp002_focal_cutmix -m "demo test-like augmentation, 3 folds"
+	$(BIN)/kit ensemble exp001_baseline exp002_focal_cutmix --method=soft --name=ens_demo
+	$(BIN)/kit submit ens_demo -m "demo soft ensemble of exp001 (TTA) and exp002"
+	$(BIN)/kit ledger --limit=4
+
+demo-seg: $(STAMP)
+	$(BIN)/kit demo-data --task=segmentation --out=data/demo_seg
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp_seg001_unet.py --fold=0 --resume=never
+	$(BIN)/kit submit exp_seg001_unet -m "demo segmentation, fold 0"
+	$(BIN)/kit ledger --comp=demo_seg
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
 
 # 20 SIGKILLs at random moments, each run resumed; every round must end bitwise equal to an uninterrupted run
 soak: $(STAMP)

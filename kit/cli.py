@@ -9,7 +9,8 @@ from .config import load_config
 
 
 def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
-    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads."""
+    """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads;
+    --task=segmentation: synthetic shapes with RLE masks (use --out=data/demo_seg)."""
     from .demo import make_demo
     path = make_demo(out, seed, task)
     print(f"demo competition written to {path}")
@@ -154,8 +155,88 @@ def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int
         raise SystemExit(f"kit pseudo: {e}") from None
 
 
-COMMANDS = {"adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
+def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed: int = 42, group: str = "",
+          force: bool = False) -> None:
+    """Write <comp>/folds.csv (id, fold): stratified | group | multilabel | stratified_group; --force replaces."""
+    from .competition import CompetitionError, load_competition
+    from .folds import create_folds
+    try:
+        path, table, written = create_folds(load_competition(comp), int(n), scheme, int(seed), group, force)
+    except CompetitionError as e:
+        raise SystemExit(f"kit folds: {e}") from None
+    sizes = table.fold.value_counts().sort_index()
+    print(f"{path}: {'written' if written else 'unchanged (same folds already there)'}; {scheme}, seed {seed}, "
+          f"rows per fold " + ", ".join(str(v) for v in sizes.tolist()))
+
+
+def _run_task(exp: str, runs: str) -> str:
+    """The task of the competition a run trained on ('' when the run has no config yet)."""
+    import yaml
+
+    from .competition import load_competition
+    cfg = Path(runs) / exp / "config.yaml"
+    if not cfg.exists():
+        return ""
+    return load_competition(yaml.safe_load(cfg.read_text())["comp"]).task
+
+
+def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
+            num_workers: int = -1) -> None:
+    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
+    from .competition import CompetitionError
+    from .predict import predict_run
+    if _run_task(exp, runs) == "segmentation":  # masks: views undone on the masks, fold mean, RLE at submit
+        return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
+    try:
+        info = predict_run(exp, tta, method, runs, batch_size, num_workers)
+    except (CompetitionError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"kit predict: {e}") from None
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"{exp}: {len(info['folds'])} fold model(s) x {len(info['views'])} view(s) ({','.join(info['views'])}, "
+          f"{info['method']})")
+    print(f"CV {info['metric']} without TTA: {fmt(info['cv'])}  with TTA: {fmt(info['cv_tta'])}")
+    print(f"wrote {info['test']} and {info['oof_tta']}")
+
+
+def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs", seed: int = 0) -> None:
+    """Blend runs' OOF/test tables (soft | hard | rank | weighted) into runs/<name>, an experiment like any other."""
+    from .competition import CompetitionError
+    from .ensemble import ensemble_runs
+    if not name:
+        raise SystemExit("kit ensemble: give the new run a --name")
+    try:
+        info = ensemble_runs([str(e) for e in exps], method, str(name), runs, seed)
+    except (CompetitionError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"kit ensemble: {e}") from None
+    print(f"{'run':<28}{'weight':>8}{'CV ' + info['metric']:>16}")
+    for member, cv in info["members_cv"].items():
+        print(f"{member:<28}{info['weights'][member]:>8.3f}{cv:>16.4f}")
+    print(f"{name + ' (' + method + ')':<28}{'':>8}{info['cv']:>16.4f}")
+    print(f"wrote {info['run_dir']}/oof.parquet, test.parquet, cv.json")
+
+
+def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0, device: str = "") -> None:
+    """Segmentation: re-predict runs/<exp>'s test masks from every fold's best weights with --tta views, fold mean."""
+    from .segmentation import predict_masks
+    print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
+
+
+def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
+    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, resumable); --gpus=0,1 gives each worker one."""
+    from .sweep import run_sweep
+    from .sweep_spec import SweepError
+    try:
+        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed)
+    except SweepError as e:
+        raise SystemExit(f"kit sweep: {e}") from None
+    if result["best"] is None:
+        raise SystemExit("kit sweep: no trial completed")
+
+
+COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
+COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
+COMMANDS["sweep"] = sweep
 
 
 def main() -> None:

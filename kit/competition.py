@@ -98,6 +98,8 @@ def load_competition(comp: str | Path) -> Competition:
     extra = {k: raw.pop(k) for k in list(raw) if k not in known}
     if "target_column" in extra:  # the singular spelling is the common one
         raw.setdefault("target_columns", [extra.pop("target_column")])
+    if raw.get("task") == "segmentation":  # PNG masks need no target column; RLE masks name theirs
+        raw.setdefault("target_columns", [])
     if isinstance(raw.get("target_columns"), str):
         raw["target_columns"] = [raw["target_columns"]]
     raw.setdefault("name", path.parent.name)

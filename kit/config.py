@@ -64,7 +64,8 @@ class Config:
     seed: int = 42  # seeds python, numpy, torch and the data order on every process
     name: str = ""  # run name; empty uses the experiment file's name
     out_dir: str = "runs"  # run folders are created below it
-    log_with: str = "none"  # experiment tracker for accelerate (wandb, tensorboard, mlflow, none)
+    log_with: str = "none"  # trackers, comma-separated: wandb, tensorboard, mlflow (e.g. "wandb,tensorboard") or none
+    log_every: int = 50  # log train loss and LR every this many optimizer updates (a host sync each time)
     predict_test: bool = True  # predict the test set with the best weights after training
     auto_batch: bool = False  # on out-of-memory halve batch_size, double grad_accum (same effective batch), retry
     ckpt_every: int = 500  # also checkpoint every N optimizer steps (epoch ends always are); 0: epoch ends only

@@ -66,8 +66,11 @@ def make_demo(out: str | Path = "data/demo", seed: int = 0, task: str = "multicl
     task="multihead" labels the same images with two heads whose product is the digit:
     digit_pair (0-1, 2-3, ..., 8-9) x parity (even, odd); the submission is still the digit.
     """
+    if task == "segmentation":  # a different data set: synthetic shapes with RLE masks
+        from .seg_demo import make_seg_demo
+        return make_seg_demo(out, seed)
     if task not in ("multiclass", "multihead"):
-        raise ValueError(f"--task={task!r}: the demo is 'multiclass' or 'multihead'")
+        raise ValueError(f"--task={task!r}: the demo is 'multiclass', 'multihead' or 'segmentation'")
     out = Path(out)
     rng = np.random.default_rng(seed)
     digits = load_digits()

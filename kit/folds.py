@@ -4,10 +4,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 from .competition import Competition, CompetitionError, read_table
+
+SCHEMES = ("stratified", "group", "multilabel", "stratified_group", "adversarial")
 
 
 def folds_path(comp: Competition) -> Path:
@@ -27,6 +30,81 @@ def make_stratified(df: pd.DataFrame, id_col: str, target: str, n: int, seed: in
     for k, (_, valid) in enumerate(skf.split(df, df[target])):
         fold.iloc[valid] = k
     return pd.DataFrame({id_col: df[id_col].values, "fold": fold.values})
+
+
+def strata(comp: Competition, df: pd.DataFrame) -> np.ndarray:
+    """One stratum label per row: the target, or the target columns joined (multi-head, several targets)."""
+    cols = comp.target_columns
+    return df[cols[0]].to_numpy() if len(cols) == 1 else df[cols].astype(str).agg("|".join, axis=1).to_numpy()
+
+
+def label_matrix(comp: Competition, df: pd.DataFrame) -> np.ndarray:
+    """(rows, classes) 0/1 matrix of a multilabel table: space-separated labels, or one 0/1 column per class."""
+    cols = comp.target_columns
+    if len(cols) > 1:
+        return df[cols].astype(float).astype(int).to_numpy()
+    index = {c: i for i, c in enumerate(comp.classes)}
+    y = np.zeros((len(df), len(comp.classes)), dtype=int)
+    for row, value in enumerate(df[cols[0]]):
+        for token in str(value).split():
+            if token not in index:
+                raise CompetitionError(f"{comp.train_csv}: row {row + 2}, column {cols[0]}: label {token!r} is not "
+                                       f"one of the competition's classes")
+            y[row, index[token]] = 1
+    return y
+
+
+def make_folds(comp: Competition, df: pd.DataFrame, n: int = 5, scheme: str = "stratified", seed: int = 42,
+               group: str = "") -> pd.DataFrame:
+    """(id, fold) for every train row under one scheme; errors name the column or count at fault."""
+    if scheme not in SCHEMES:
+        raise CompetitionError(f"--scheme={scheme!r}: choose one of {SCHEMES}")
+    if n < 2:
+        raise CompetitionError(f"--n={n}: at least 2 folds")
+    if len(df) < n:
+        raise CompetitionError(f"{comp.train_csv}: {len(df)} rows cannot make {n} folds")
+    needs_group = scheme in ("group", "stratified_group")
+    if needs_group and not group:
+        raise CompetitionError(f"--scheme={scheme} needs --group=<column> (rows of one group share a fold)")
+    if needs_group and group not in df.columns:
+        raise CompetitionError(f"{comp.train_csv}: no group column {group!r}; columns: {list(df.columns)}")
+    if needs_group and df[group].nunique() < n:
+        raise CompetitionError(f"{comp.train_csv}: column {group!r} has {df[group].nunique()} groups, "
+                               f"fewer than {n} folds")
+    if scheme == "adversarial":  # fold 0 = each class's most test-like rows (`kit adval`)
+        from .adval import adversarial_folds
+        return adversarial_folds(comp, df, n, seed)[0]
+    if scheme == "stratified":
+        splits = StratifiedKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df))
+    elif scheme == "multilabel":
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+        mskf = MultilabelStratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
+        splits = mskf.split(df, label_matrix(comp, df))
+    elif scheme == "group":  # GroupKFold balances fold sizes; shuffle the group order first so the seed matters
+        groups = df[group].to_numpy()
+        order = {g: i for i, g in enumerate(np.random.default_rng(seed).permutation(pd.unique(groups)))}
+        splits = GroupKFold(n).split(df, groups=[order[g] for g in groups])
+    else:
+        splits = StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df), df[group])
+    fold = np.full(len(df), -1)
+    for k, (_, valid) in enumerate(splits):
+        fold[valid] = k
+    return pd.DataFrame({comp.id_column: df[comp.id_column].values, "fold": fold})
+
+
+def create_folds(comp: Competition, n: int = 5, scheme: str = "stratified", seed: int = 42, group: str = "",
+                 force: bool = False) -> tuple[Path, pd.DataFrame, bool]:
+    """Make and write folds.csv; (path, folds, written). An identical existing file is left as it is."""
+    train = comp.read_train()
+    if train[comp.id_column].duplicated().any():
+        dup = train[comp.id_column][train[comp.id_column].duplicated()].iloc[0]
+        raise CompetitionError(f"{comp.path(comp.train_csv)}: id {dup!r} appears more than once")
+    folds, path = make_folds(comp, train, n, scheme, seed, group), folds_path(comp)
+    if path.exists() and not force:
+        old = read_table(path)
+        if list(old.columns) == list(folds.columns) and old.astype(str).equals(folds.astype(str)):
+            return path, folds, False
+    return write_folds(folds, path, force), folds, True
 
 
 def write_folds(folds: pd.DataFrame, path: Path, force: bool = False) -> Path:

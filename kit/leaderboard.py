@@ -36,6 +36,9 @@ def score_submission(comp: Competition, csv: str | Path) -> dict:
     """Public and private scores of a submission against the solution's Usage split."""
     if not has_leaderboard(comp):
         raise CompetitionError(f"{comp.root}: no local leaderboard (competition.yaml: leaderboard)")
+    if comp.submission.get("kind") == "rle":
+        from .seg_submit import score_rle_submission
+        return score_rle_submission(comp, csv)
     solution = read_table(comp.path(comp.leaderboard))
     sub = read_table(Path(csv))
     index = {c: i for i, c in enumerate(comp.classes)}

@@ -12,7 +12,7 @@ import yaml
 from .competition import Competition, load_competition, read_table
 from .config import load_config
 from .ledger import Ledger, utc_now
-from .tables import output_columns, read_probs
+from .tables import current_predict, output_columns, read_probs
 from .validate import validate_submission
 
 __all__ = ["SubmissionError", "build_submission", "validate_submission", "write_submission", "run_lineage",
@@ -46,7 +46,11 @@ def build_submission(comp: Competition, test_table: Path) -> pd.DataFrame:
 def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("submissions")) -> Path:
     """Build, validate and write `submissions/<UTC time>_<exp>.csv`; raise before writing a bad file."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    sub = build_submission(comp, run_dir / "test.parquet")
+    if comp.submission.get("kind") == "rle":  # probability masks, thresholded and run-length encoded
+        from .seg_submit import build_rle_submission
+        sub = build_rle_submission(comp, run_dir)
+    else:
+        sub = build_submission(comp, run_dir / "test.parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = out_dir / f"{stamp}_{run_dir.name}.csv"
@@ -72,6 +76,9 @@ def _read_json(path: Path):
 def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     """The run's CV and which folds it covers: cv.json when complete, else the folds scored so far."""
     cv = _read_json(run_dir / "cv.json") or {}
+    tta = current_predict(run_dir)
+    if tta and tta.get("all_folds") and tta.get("cv_tta") is not None:  # test.parquet has TTA: so must the CV
+        return float(tta["cv_tta"]), "all"
     if cv.get("cv") is not None:
         return float(cv["cv"]), "all"
     per_fold = cv.get("per_fold") or {}
@@ -102,7 +109,7 @@ def run_lineage(run_dir: Path, comp: Competition) -> dict:
     return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
             "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
             "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
-            "tta": _read_json(run_dir / "predict.json"), "pseudo": pseudo_lineage(run_dir),
+            "tta": current_predict(run_dir), "pseudo": pseudo_lineage(run_dir),
             "cv_schemes": (_read_json(run_dir / "schemes.json") or {}).get("cv")}
 
 
@@ -165,8 +172,9 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
                target: str = "auto", force: bool = False, api=None) -> dict:
     """Build, validate, write, record and score the submission of runs/<exp>; returns its ledger row."""
     run_dir = Path(runs) / exp
-    if not (run_dir / "test.parquet").exists():
-        raise SubmissionError(f"{run_dir}/test.parquet not found: train the experiment (with predict_test) first")
+    if not any((run_dir / name).exists() for name in ("test.parquet", "test_masks.npz")):
+        raise SubmissionError(f"{run_dir}/test.parquet (or test_masks.npz) not found: train the experiment "
+                              "(with predict_test) first")
     comp = run_competition(run_dir)
     where = choose_target(comp, target)
     ledger = Ledger(Path(out) / "ledger.db")

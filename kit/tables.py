@@ -33,14 +33,20 @@ def read_probs(path: Path, comp: Competition) -> tuple[list, np.ndarray]:
     return df[comp.id_column].astype(str).tolist(), df[output_columns(comp)].to_numpy(np.float64)
 
 
-def score_oof(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> dict:
-    """The competition metric and per-class F1 of an OOF table against the train labels."""
+def oof_labels(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(class index per OOF row, class probabilities): multi-head tables give composite-class probabilities."""
     labels = train_df.set_index(comp.id_column)[comp.target]
     y = labels.loc[oof[comp.id_column]].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
     probs = oof[output_columns(comp)].to_numpy(np.float64)
     if comp.task == "multihead":  # scored on the composite label, as the submission is
         from .heads import composite_probs
         probs = composite_probs(comp, probs)
+    return y, probs
+
+
+def score_oof(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> dict:
+    """The competition metric and per-class F1 of an OOF table against the train labels."""
+    y, probs = oof_labels(comp, train_df, oof)
     return {"score": get_metric(comp.metric)(y, probs),
             "per_class_f1": dict(zip(comp.classes, per_class_f1(y, probs)))}
 
@@ -61,6 +67,7 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
         scored = score_oof(comp, train_df, oof)
         result.update(cv=scored["score"], per_class_f1=scored["per_class_f1"], metric=comp.metric)
         (run_dir / "cv.json").write_text(json.dumps(result, indent=1))
+        write_confusion(run_dir, comp, train_df, oof)
     tests = [run_dir / f"fold{k}" / "test.parquet" for k in done]
     tests = [p for p in tests if p.exists()]
     if tests:
@@ -71,3 +78,23 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
         mean.to_parquet(run_dir / "test.parquet", index=False)
         result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
     return result
+
+
+def current_predict(run_dir: Path) -> dict | None:
+    """runs/<exp>/predict.json unless test.parquet has changed since `kit predict` wrote both (retraining)."""
+    run_dir = Path(run_dir)
+    path, test = run_dir / "predict.json", run_dir / "test.parquet"
+    if not (path.exists() and test.exists()):
+        return None
+    info = json.loads(path.read_text())
+    from .folds import file_hash
+    return info if info.get("test_sha256") in (None, file_hash(test)) else None
+
+
+def write_confusion(run_dir: Path, comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame,
+                    name: str = "confusion.png") -> Path:
+    """The OOF confusion matrix as runs/<exp>/confusion.png."""
+    from .plots import plot_confusion
+    y, probs = oof_labels(comp, train_df, oof)
+    return plot_confusion(y, probs.argmax(1), list(comp.classes), Path(run_dir) / name,
+                          f"{Path(run_dir).name}: OOF confusion ({len(y)} rows)")

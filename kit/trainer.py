@@ -38,6 +38,7 @@ from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, r
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
+from .tracking import Tracking, parse_trackers, sweep_run_name
 from .transforms import build_eval_transforms, build_train_transforms
 
 
@@ -49,16 +50,17 @@ class Trainer:
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else type(self).config
         cfg = self.config
-        self.name = cfg.name or Path(inspect.getfile(type(self))).stem
+        self.name = cfg.name or sweep_run_name(Path(inspect.getfile(type(self))).stem)
         self.run_dir = Path(cfg.out_dir) / self.name
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.grad_accum,
-            log_with=None if cfg.log_with == "none" else cfg.log_with,
+            log_with=parse_trackers(cfg.log_with) or None,
             project_dir=str(self.run_dir),
             # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
         )
         self.fold = self.ema = self.mixer = self.resume_dir = None
+        self.tracking = Tracking(self)
         self.setup_data()
 
     # ------------------------------------------------------------------ override points
@@ -156,6 +158,10 @@ class Trainer:
         out["loss"] = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], eps, 1)).mean())
         return out
 
+    def write_predictions(self, split: str, ids: list, probs: np.ndarray) -> None:
+        """Save one fold's `oof` or `test` probabilities keyed by id (fold<k>/<split>.parquet)."""
+        write_probs(self.fold_dir / f"{split}.parquet", ids, probs, self.comp)
+
     # ------------------------------------------------------------------ public entry points
     def fit(self, fold: int) -> dict:
         """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables."""
@@ -206,13 +212,14 @@ class Trainer:
                 acc.print(f"early stop: no better {self.comp.metric} for {cfg.patience} epochs")
                 break
         self._load_best()
+        self.tracking.log_fold_end(valid_ds)
         predict_schemes(self, valid_ds)
         if cfg.predict_test:
             test_ds = self.build_test_dataset()
             loader = acc.prepare_data_loader(build_loader(test_ds, cfg.batch_size, cfg.num_workers, shuffle=False))
             probs = self.predict_loader(loader)
             if acc.is_main_process:
-                write_probs(self.fold_dir / "test.parquet", test_ds.ids, probs, self.comp)
+                self.write_predictions("test", test_ds.ids, probs)
         acc.wait_for_everyone()
         summary = {"fold": fold, "best_epoch": self.best_epoch, "score": self.best}
         acc.print(f"fold {fold}: best {self.comp.metric} {self.best:.4f} at epoch {self.best_epoch}")
@@ -271,6 +278,7 @@ class Trainer:
             if acc.sync_gradients:
                 self.step += 1
                 self.scheduler.step_update(num_updates=self.step)
+                self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
                 if self.ema is not None:
                     self.ema.update(acc.unwrap_model(self.model), step=self.step)
                 end_step(self, n, loss_sum)  # a mid-epoch checkpoint every --ckpt_every steps
@@ -290,8 +298,7 @@ class Trainer:
             if src.exists():
                 shutil.copy(src, self.run_dir / "experiment.py")
             self._write_lineage()
-        if self.config.log_with != "none":
-            acc.init_trackers(self.name, config=self.config.to_dict())
+        self.tracking.start()
         acc.wait_for_everyone()
 
     def _write_lineage(self) -> None:
@@ -316,7 +323,7 @@ class Trainer:
             tmp = self.fold_dir / "best.safetensors.tmp"
             save_file(state, str(tmp), metadata={"epoch": str(self.epoch), "score": str(self.best)})
             os.replace(tmp, self.fold_dir / "best.safetensors")
-            write_probs(self.fold_dir / "oof.parquet", self.valid_ids, probs, self.comp)
+            self.write_predictions("oof", self.valid_ids, probs)
         acc.wait_for_everyone()
 
     def _load_best(self) -> None:
@@ -332,8 +339,7 @@ class Trainer:
                 f.write(json.dumps(row) + "\n")
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))
-        if self.config.log_with != "none":
-            acc.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=self.step)
+        self.tracking.log_epoch(row)
 
     def _release(self) -> None:
         self.model = self.optimizer = self.train_loader = self.valid_loader = self.ema = self.mixer = None
@@ -360,10 +366,7 @@ class Trainer:
             from .tables import collect_run
             result = collect_run(self.run_dir, self.comp, self.train_df, self.folds)
             result["schemes"] = collect_schemes(self.run_dir, self.config, self.comp, self.train_df)
-        if self.config.log_with != "none":
-            if result and result.get("cv") is not None:
-                acc.log({"cv/score": result["cv"]})
-            acc.end_training()
+        self.tracking.finish(result)
         acc.wait_for_everyone()
         return result
 

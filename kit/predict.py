@@ -1,0 +1,153 @@
+"""`kit predict`: a trained run's fold models x TTA views -> test.parquet, and the same TTA on the OOF rows."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import folds as folds_mod
+from .config import load_config
+from .data import build_loader
+from .heads import head_sizes
+from .models import load_state_dict
+from .tables import output_columns, score_oof, write_confusion, write_probs
+from .trainer import Trainer
+from .tta import COMBINE, parse_views, predict_views
+
+
+def load_experiment_class(run_dir: Path) -> type:
+    """The Trainer subclass that trained a run: its experiment.py snapshot, else the file lineage names."""
+    lineage = _read_json(run_dir / "lineage.json")
+    for src in (run_dir / "experiment.py", Path(lineage.get("experiment_file") or "")):
+        if src.is_file() and src.suffix == ".py":
+            spec = importlib.util.spec_from_file_location(f"kit_run_{run_dir.name}", src)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            found = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                     if issubclass(c, Trainer) and c.__module__ == module.__name__]
+            named = [c for c in found if c.__name__ == lineage.get("trainer_class")]
+            if named or found:
+                return (named or found)[0]
+    return Trainer
+
+
+def open_run(exp: str, runs: str | Path = "runs", **overrides) -> Trainer:
+    """A Trainer of runs/<exp> with the run's saved config (no tracker, nothing written)."""
+    run_dir = Path(runs) / exp
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}/config.yaml not found: train the experiment first")
+    cls = load_experiment_class(run_dir)
+    config = load_config(run_dir / "config.yaml", type(cls.config))
+    config = config.override(name=run_dir.name, out_dir=str(run_dir.parent), log_with="none", **overrides)
+    return cls(config)
+
+
+def fold_models(trainer: Trainer) -> dict[int, torch.nn.Module]:
+    """Each fold's best weights in an eval-mode model on the trainer's device, by fold number."""
+    found = {}
+    for k in sorted(trainer.folds.fold.unique().tolist()):
+        path = trainer.run_dir / f"fold{k}" / "best.safetensors"
+        if path.exists():
+            model = trainer.build_model()
+            model.load_state_dict(load_state_dict(path))
+            found[k] = model.to(trainer.accelerator.device).eval()
+    if not found:
+        raise FileNotFoundError(f"{trainer.run_dir}: no fold*/best.safetensors to predict with")
+    return found
+
+
+def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
+    """Renormalise a geometric mean within each head (multi-head) or over all classes."""
+    sizes = head_sizes(trainer.comp) if trainer.comp.task == "multihead" else [probs.shape[1]]
+    return torch.cat([p / p.sum(1, keepdim=True) for p in probs.split(sizes, 1)], 1)
+
+
+@torch.no_grad()
+def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], method: str, batch_size: int,
+                    num_workers: int, desc: str = "predict") -> list[np.ndarray]:
+    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views."""
+    acc = trainer.accelerator
+    loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
+    outs = [[] for _ in models]
+    for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
+        x = batch["image"].to(acc.device)
+        for j, model in enumerate(models):
+            trainer.model = model
+            fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731
+            with acc.autocast():
+                p = predict_views(fn, x, views, method, class_dim=None)  # the experiment's own eval_step
+            outs[j].append((_renorm_heads(trainer, p) if method == "gmean" else p).cpu())
+    trainer.model = None
+    return [torch.cat(o).numpy() for o in outs]
+
+
+def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | Path = "runs", batch_size: int = 0,
+                num_workers: int = -1) -> dict:
+    """Write runs/<exp>/test.parquet (fold models x views) and oof_tta.parquet; return CV without and with TTA."""
+    views = parse_views(tta)
+    if method not in COMBINE:
+        raise ValueError(f"--method={method!r}: choose one of {COMBINE}")
+    run_dir = Path(runs) / exp
+    overrides = {"batch_size": int(batch_size)} if batch_size else {}
+    if num_workers >= 0:
+        overrides["num_workers"] = int(num_workers)
+    trainer = open_run(exp, runs, **overrides)
+    _check_folds_unchanged(trainer, run_dir)
+    cfg, comp = trainer.config, trainer.comp
+    models = fold_models(trainer)
+    # test: every fold model on every view of each batch, then the fold average (as training's test.parquet)
+    test_ds = trainer.build_test_dataset()
+    per_fold = predict_dataset(trainer, list(models.values()), test_ds, views, method, cfg.batch_size, cfg.num_workers,
+                               "test")
+    write_probs(run_dir / "test.parquet", test_ds.ids, np.mean(per_fold, 0), comp)
+    # OOF: each fold model on its own validation rows, so CV says whether the views help
+    oof_parts, plain_parts = [], []
+    for k, model in models.items():
+        valid_ds = trainer.build_datasets(k)[1]
+        [probs] = predict_dataset(trainer, [model], valid_ds, views, method, cfg.batch_size, cfg.num_workers,
+                                   f"fold {k} OOF")
+        part = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
+        part.insert(0, comp.id_column, [str(i) for i in valid_ds.ids])
+        oof_parts.append(part)
+        plain = run_dir / f"fold{k}" / "oof.parquet"
+        if plain.exists():
+            plain_parts.append(pd.read_parquet(plain))
+    oof_tta = pd.concat(oof_parts, ignore_index=True)
+    oof_tta.to_parquet(run_dir / "oof_tta.parquet", index=False)
+    scored = score_oof(comp, trainer.train_df, oof_tta)
+    plain = pd.concat(plain_parts, ignore_index=True) if len(plain_parts) == len(models) else None
+    cv = score_oof(comp, trainer.train_df, plain)["score"] if plain is not None else None
+    all_folds = len(models) == trainer.folds.fold.nunique()
+    if all_folds:
+        write_confusion(run_dir, comp, trainer.train_df, oof_tta, "confusion_tta.png")
+    info = {"views": views, "method": method, "folds": list(models), "all_folds": all_folds, "metric": comp.metric,
+            "cv": cv, "cv_tta": scored["score"], "oof_tta": "oof_tta.parquet",
+            "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}  # ties this record to that test table
+    (run_dir / "predict.json").write_text(json.dumps(info, indent=1))
+    if (run_dir / "cv.json").exists():  # per-class F1 with the views, beside the plain ones
+        cv_json = json.loads((run_dir / "cv.json").read_text())
+        cv_json["tta"] = {**{k: info[k] for k in ("views", "method", "cv_tta")},
+                          "per_class_f1": scored["per_class_f1"]}
+        (run_dir / "cv.json").write_text(json.dumps(cv_json, indent=1))
+    info.update(test=str(run_dir / "test.parquet"), oof_tta=str(run_dir / "oof_tta.parquet"))
+    trainer.accelerator.free_memory()
+    return info
+
+
+def _check_folds_unchanged(trainer: Trainer, run_dir: Path) -> None:
+    """Refuse when folds.csv changed since training: the fold models' validation rows would be wrong."""
+    recorded = _read_json(run_dir / "lineage.json").get("folds_hash")
+    path = folds_mod.folds_path(trainer.comp)
+    if recorded and path.exists() and folds_mod.file_hash(path) != recorded:
+        raise ValueError(f"{path} changed since {run_dir.name} was trained (lineage.json folds_hash): its fold models "
+                         "would be scored on rows they trained on; retrain, or restore the folds file")
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}

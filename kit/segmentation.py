@@ -1,0 +1,269 @@
+"""Segmentation experiments: SegTrainer (smp models and losses), probability masks per fold, TTA, fold averaging.
+
+Tables: runs/<exp>/fold<k>/oof_masks.npz and test_masks.npz hold `ids` and float16 `probs`
+(N, outputs, H, W) at model resolution; `finish` merges them into runs/<exp>/oof_masks.npz,
+test_masks.npz (mean over folds) and cv.json (CV, per-fold scores, OOF-tuned thresholds).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import segmentation_models_pytorch as smp
+import torch
+
+from . import folds as folds_mod
+from .competition import CompetitionError, load_competition
+from .config import Config, load_config
+from .preflight import PreflightError, preflight
+from .seg_data import SegDataset, check_masks, mask_spec
+from .seg_metrics import SEG_METRICS, binarize, mask_score, tune_thresholds
+from .trainer import Trainer
+from .transforms import build_eval_transforms
+from .tta import parse_views, predict_views
+
+SEG_LOSSES = ("dice", "bce", "bce_dice", "lovasz", "focal")
+
+
+@dataclass(frozen=True)
+class SegConfig(Config):
+    # --- segmentation
+    arch: str = "Unet"  # smp architecture: Unet, UnetPlusPlus, FPN, DeepLabV3Plus, ...
+    encoder: str = "tu-resnet18"  # smp encoder; tu-<name> is any timm model with features_only
+    encoder_weights: str = ""  # empty trains from scratch; "imagenet" needs the network
+    seg_loss: str = "bce_dice"  # dice | bce | bce_dice | lovasz | focal (smp.losses; bce is cross-entropy for multiclass)
+    threshold: float = 0.5  # sigmoid probability that turns a pixel on (cv.json also holds OOF-tuned ones)
+    tta: str = "none"  # views averaged for validation and test masks: none, hflip, flips, rot, d4 or a list
+
+
+class SumLoss(torch.nn.Module):
+    """The sum of several losses on the same (logits, target)."""
+
+    def __init__(self, *losses: torch.nn.Module):
+        super().__init__()
+        self.losses = torch.nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(loss(logits, target) for loss in self.losses)
+
+
+def create_seg_loss(name: str, mode: str) -> torch.nn.Module:
+    """An smp loss by name for masks of `mode` (binary, multiclass, multilabel); logits in."""
+    if name not in SEG_LOSSES:
+        raise ValueError(f"--seg_loss={name!r} is not known; choose from {SEG_LOSSES}")
+    bce = torch.nn.CrossEntropyLoss() if mode == "multiclass" else smp.losses.SoftBCEWithLogitsLoss()
+    make = {"dice": lambda: smp.losses.DiceLoss(mode, from_logits=True), "bce": lambda: bce,
+            "lovasz": lambda: smp.losses.LovaszLoss(mode), "focal": lambda: smp.losses.FocalLoss(mode)}
+    if name == "bce_dice":
+        return SumLoss(bce, make["dice"]())
+    return make[name]()
+
+
+def create_seg_model(cfg: SegConfig, num_outputs: int) -> torch.nn.Module:
+    """An smp model (cfg.arch) over an smp or timm (`tu-`) encoder with `num_outputs` channels."""
+    return smp.create_model(cfg.arch, encoder_name=cfg.encoder, encoder_weights=cfg.encoder_weights or None,
+                            in_channels=3, classes=num_outputs)
+
+
+def activate(logits: torch.Tensor, mode: str) -> torch.Tensor:
+    """Logits -> probabilities: softmax over classes for multiclass, else a sigmoid per channel."""
+    return logits.float().softmax(1) if mode == "multiclass" else logits.float().sigmoid()
+
+
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, mode: str, views: list[str]) -> torch.Tensor:
+    """Probability masks of a batch, averaged over TTA views after each view is undone on the mask."""
+    return predict_views(lambda x: activate(model(x), mode), images, views, "mean", spatial=True,
+                         class_dim=1 if mode == "multiclass" else None)
+
+
+def write_masks(path: Path, ids: list, probs: np.ndarray) -> None:
+    """Save ids and probability masks (float16) to .npz, atomically."""
+    tmp = Path(path).with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.asarray([str(i) for i in ids]), probs=probs.astype(np.float16))
+    os.replace(tmp, path)
+
+
+def read_masks(path: Path) -> tuple[list, np.ndarray]:
+    """ids and float32 probability masks written by write_masks."""
+    with np.load(path) as z:
+        return z["ids"].tolist(), z["probs"].astype(np.float32)
+
+
+class SegTrainer(Trainer):
+    """Trainer for segmentation competitions: smp model, smp loss, masks in, probability masks out."""
+
+    config: SegConfig = SegConfig()
+
+    def setup_data(self) -> None:
+        """Load the competition and its mask spec, check images and masks, read (or make) the folds."""
+        cfg = self.config
+        self.comp = load_competition(cfg.comp)
+        self.spec = mask_spec(self.comp)
+        if self.comp.submission.get("kind") == "rle":
+            from .seg_submit import submission_layout
+            submission_layout(self.comp)  # a submission that cannot be built fails before training
+        if self.comp.metric not in SEG_METRICS:
+            raise CompetitionError(f"{self.comp.root}/competition.yaml: metric: {self.comp.metric!r}; a "
+                                   f"segmentation competition is scored by one of {SEG_METRICS}")
+        with self.accelerator.main_process_first():
+            full = preflight(self.comp, include_test=cfg.predict_test)
+            problems = check_masks(self.comp, self.spec, full)
+            if problems:
+                shown = "\n  ".join(problems[:50])
+                raise PreflightError(f"pre-flight found {len(problems)} mask problem(s):\n  {shown}")
+            if not folds_mod.folds_path(self.comp).exists():
+                folds_mod.write_folds(seg_folds(self.comp, self.spec, full, cfg.n_folds, cfg.seed),
+                                      folds_mod.folds_path(self.comp))
+            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        full["_line"] = np.arange(len(full)) + 2  # CSV line of each row, for error messages
+        self.train_df = full.head(cfg.limit).copy() if cfg.limit else full
+        self.views = parse_views(cfg.tta)
+        create_seg_loss(cfg.seg_loss, self.spec.mode)  # a bad loss name fails before any work
+
+    def _dataset(self, rows: pd.DataFrame | None, ids: list, split: str) -> SegDataset:
+        where = "test" if split == "test" else "train"
+        paths = [self.comp.image_path(i, where) for i in ids]
+        lines = None if rows is None else rows["_line"].tolist()
+        ds = SegDataset(self.comp, self.spec, rows, paths, self.build_transforms(split), lines)
+        ds.ids = list(ids)
+        return ds
+
+    def build_datasets(self, fold: int):
+        """(train, valid) image + mask datasets of one fold."""
+        df = self.train_df.merge(self.folds, on=self.comp.id_column, how="left")
+        parts = []
+        for split, rows in (("train", df[df.fold != fold]), ("valid", df[df.fold == fold])):
+            rows = rows.reset_index(drop=True)
+            parts.append(self._dataset(rows, rows[self.comp.id_column].tolist(), split))
+        return parts[0], parts[1]
+
+    def build_test_dataset(self):
+        """The test images, with ids, under the eval pipeline."""
+        return self._dataset(None, self.comp.read_test()[self.comp.id_column].tolist(), "test")
+
+    def build_model(self) -> torch.nn.Module:
+        """An smp model over an smp or timm encoder with one output per mask channel."""
+        return create_seg_model(self.config, self.spec.num_outputs)
+
+    def build_loss(self) -> torch.nn.Module:
+        """The smp loss named by --seg_loss."""
+        return create_seg_loss(self.config.seg_loss, self.spec.mode)
+
+    def train_step(self, batch: dict) -> dict:
+        """Forward a batch of images; the loss against its masks."""
+        return {"loss": self.loss_fn(self.model(batch["image"]), batch["mask"])}
+
+    def eval_step(self, batch: dict) -> dict:
+        """Probability masks (with the --tta views undone and averaged)."""
+        return {"probs": predict_probs(self.model, batch["image"], self.spec.mode, self.views)}
+
+    def compute_metrics(self, probs: np.ndarray, targets: np.ndarray) -> dict:
+        """Dice and IoU of the thresholded masks; `score` is the competition's metric."""
+        pred = binarize(probs, self.spec.mode, self.config.threshold)
+        out = {m: mask_score(pred, targets, m) for m in SEG_METRICS}
+        return {"score": out[self.comp.metric], **out}
+
+    def write_predictions(self, split: str, ids: list, probs: np.ndarray) -> None:
+        """Save one fold's `oof` or `test` probability masks (fold<k>/<split>_masks.npz)."""
+        write_masks(self.fold_dir / f"{split}_masks.npz", ids, probs)
+
+    def finish(self, summaries: list[dict]) -> dict | None:
+        """Merge fold masks: OOF CV and tuned thresholds (cv.json), test masks averaged over folds."""
+        acc, result = self.accelerator, None
+        if acc.is_main_process:
+            result = collect_seg_run(self)
+        if self.config.log_with != "none":
+            if result and result.get("cv") is not None:
+                acc.log({"cv/score": result["cv"]})
+            acc.end_training()
+        acc.wait_for_everyone()
+        return result
+
+    def truth_masks(self, ids: list) -> np.ndarray:
+        """Train masks of `ids` at model resolution, (N, classes, H, W) 0/1."""
+        rows = self.train_df.set_index(self.comp.id_column).loc[list(ids)].reset_index()
+        return self._dataset(rows, ids, "valid").targets.numpy()
+
+
+def seg_folds(comp, spec, df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Folds stratified by which classes an image contains (RLE masks), else plain shuffled k-fold."""
+    strata = pd.Series("all", index=df.index)
+    if spec.source == "rle":
+        strata = df[list(spec.columns)].apply(lambda r: "".join("1" if v.strip() else "0" for v in r), axis=1)
+        counts = strata.map(strata.value_counts())
+        strata = strata.where(counts >= n, "rare")  # StratifiedKFold needs n members per stratum
+    return folds_mod.make_stratified(df.assign(_strata=strata), comp.id_column, "_strata", n, seed)
+
+
+def collect_seg_run(trainer: SegTrainer) -> dict:
+    """cv.json (per-fold and whole-OOF scores, tuned thresholds) and test_masks.npz averaged over folds."""
+    run_dir, comp, spec, cfg = trainer.run_dir, trainer.comp, trainer.spec, trainer.config
+    all_folds = sorted(trainer.folds.fold.unique().tolist())
+    done = [k for k in all_folds if (run_dir / f"fold{k}" / "oof_masks.npz").exists()]
+    result = {"folds_done": done, "cv": None, "metric": comp.metric, "per_fold": {}}
+    ids, parts = [], []
+    for k in done:
+        fold_ids, fold_probs = read_masks(run_dir / f"fold{k}" / "oof_masks.npz")
+        ids, parts = ids + fold_ids, parts + [(k, fold_probs, trainer.truth_masks(fold_ids))]
+    if done:
+        oof, truth = np.concatenate([p for _, p, _ in parts]), np.concatenate([t for _, _, t in parts])
+        fixed = mask_score(binarize(oof, spec.mode, cfg.threshold), truth, comp.metric)
+        result.update(threshold=cfg.threshold, oof_fixed_threshold=fixed, oof_score=fixed)
+        if spec.mode != "multiclass":  # softmax masks take the arg-max: nothing to tune
+            result["threshold"], result["oof_score"] = tune_thresholds(oof, truth, comp.metric)
+        # per fold at the thresholds the submission will use, so a partial run's CV describes it
+        result["per_fold"] = {k: mask_score(binarize(p, spec.mode, result["threshold"]), t, comp.metric)
+                              for k, p, t in parts}
+        if len(done) == len(all_folds):
+            write_masks(run_dir / "oof_masks.npz", ids, oof)
+            result["cv"] = result["oof_score"]
+    tests = [run_dir / f"fold{k}" / "test_masks.npz" for k in done]
+    tests = [p for p in tests if p.exists()]
+    if tests:
+        test_ids, mean = read_masks(tests[0])
+        for p in tests[1:]:  # fold averaging of probabilities, never of thresholded masks
+            other_ids, other = read_masks(p)
+            if other_ids != test_ids:
+                raise ValueError(f"{p}: test ids differ from {tests[0]}")
+            mean += other
+        write_masks(run_dir / "test_masks.npz", test_ids, mean / len(tests))
+        result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
+    (run_dir / "cv.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size: int = 0,
+                  device: str = "") -> Path:
+    """Predict the test set again from every fold's best weights (TTA, fold mean): runs/<exp>/test_masks.npz.
+
+    The model is rebuilt from the run's config (arch, encoder): an experiment that overrides
+    build_model predicts through its own trainer (predict_test) instead.
+    """
+    from safetensors.torch import load_file
+    run_dir = Path(runs) / exp
+    cfg = load_config(run_dir / "config.yaml", SegConfig)
+    comp = load_competition(cfg.comp)
+    spec, views = mask_spec(comp), parse_views(tta or cfg.tta)
+    weights = sorted(run_dir.glob("fold*/best.safetensors"))
+    if not weights:
+        raise FileNotFoundError(f"{run_dir}: no fold*/best.safetensors: train the experiment first")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ids = comp.read_test()[comp.id_column].tolist()
+    ds = SegDataset(comp, spec, None, [comp.image_path(i, "test") for i in ids], build_eval_transforms(cfg.img_size))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=False)
+    total = None
+    for w in weights:
+        model = create_seg_model(cfg, spec.num_outputs)
+        model.load_state_dict(load_file(str(w)))
+        model.to(dev).eval()
+        with torch.no_grad():
+            probs = torch.cat([predict_probs(model, b["image"].to(dev), spec.mode, views).cpu() for b in loader])
+        total = probs if total is None else total + probs
+    write_masks(run_dir / "test_masks.npz", ids, (total / len(weights)).numpy())
+    folds = [int(w.parent.name[4:]) for w in weights]
+    (run_dir / "predict.json").write_text(json.dumps({"tta": views, "folds": folds}))
+    return run_dir / "test_masks.npz"
