@@ -22,9 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/kit demo-data --out=data/demo
 	$(BIN)/kit folds data/demo --n=3 --force
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=all --epochs=5
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp001_baseline.py --fold=all --epochs=5 --resume=never
 	$(BIN)/kit submit exp001_baseline -m "demo baseline, 3 folds"
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp002_focal_cutmix.py --fold=all --epochs=8
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp002_focal_cutmix.py --fold=all --epochs=8 --resume=never
 	$(BIN)/kit submit exp002_focal_cutmix -m "demo test-like augmentation, 3 folds"
 	$(BIN)/kit predict exp002_focal_cutmix --tta=flips
 	$(BIN)/kit submit exp002_focal_cutmix -m "demo test-like augmentation, 3 folds, TTA flips"
@@ -34,7 +34,7 @@ demo: $(STAMP)
 
 demo-seg: $(STAMP)
 	$(BIN)/kit demo-data --task=segmentation --out=data/demo_seg
-	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp_seg001_unet.py --fold=0
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp_seg001_unet.py --fold=0 --resume=never
 	$(BIN)/kit submit exp_seg001_unet -m "demo segmentation, fold 0"
 	$(BIN)/kit ledger --comp=demo_seg
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from kit import Config
 
@@ -36,8 +36,9 @@ def hand_loop(cfg: Config, data: MemoryImages) -> tuple[dict, list[float]]:
     import timm
     model = timm.create_model(cfg.model, pretrained=False, num_classes=10, drop_rate=cfg.drop_rate)
     opt = create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    # the kit shuffles epoch e with a generator of its own seeded seed + 100_003 * e (kit/resume.py)
+    loader = DataLoader(data, batch_size=cfg.batch_size,
+                        sampler=RandomSampler(data, generator=torch.Generator().manual_seed(cfg.seed)))
     model, opt, loader = acc.prepare(model, opt, loader)
     sched, _ = create_scheduler_v2(opt, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs,
                                    warmup_lr=cfg.lr / 100, min_lr=cfg.min_lr, step_on_epochs=False,
@@ -72,7 +73,7 @@ def bench(steps: int = 24, rounds: int = 5, grad_accum: int = 1, size: int = 64,
     data = MemoryImages(steps * batch, size)
     cfg = Config(comp=str(demo_competition()), model=model, img_size=size, batch_size=batch, epochs=1,
                  num_workers=0, predict_test=False, grad_accum=grad_accum, out_dir=tempfile.mkdtemp(),
-                 name="bench_loop", log_with="none")
+                 name="bench_loop", log_with="none", resume="never")  # every round trains from scratch
     cfg = dataclasses.replace(cfg, **overrides)
     TimedTrainer.train_data, TimedTrainer.valid_data = data, MemoryImages(batch, size, seed=1)
     trainer = TimedTrainer(cfg)
@@ -98,7 +99,7 @@ def bench_logging(steps: int = 60, rounds: int = 5, size: int = 64, batch: int =
     """Print and return the kit's per-step median with tracker logging every `every` steps over logging off."""
     data = MemoryImages(steps * batch, size)
     base = dict(comp=str(demo_competition()), model=model, img_size=size, batch_size=batch, epochs=1, num_workers=0,
-                predict_test=False, out_dir=tempfile.mkdtemp())
+                predict_test=False, out_dir=tempfile.mkdtemp(), resume="never")
     TimedTrainer.train_data, TimedTrainer.valid_data = data, MemoryImages(batch, size, seed=1)
     arms = {"on": TimedTrainer(Config(name="log_on", log_with=tracker, log_every=every, **base)),
             "off": TimedTrainer(Config(name="log_off", log_with="none", **base))}

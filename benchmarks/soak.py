@@ -6,8 +6,8 @@ One uninterrupted reference run first. Then rounds: `accelerate launch` the same
 it is training, SIGKILL its whole process group after a random delay, relaunch (it resumes on
 its own), and so on until it finishes; a finished round must end with final weights, best
 weights and per-step losses bitwise equal to the reference. Every kill in a round that ends
-equal is survived. Checkpoint writes are slowed a little (KIT_FAULT=ckpt_sleep) so that some
-kills land inside one; those are counted.
+equal is survived. Checkpoint writes are slowed a little (KIT_FAULT=ckpt_sleep) and every 4th
+kill waits for a write to start, so that kills land inside writes too; those are counted.
 """
 from __future__ import annotations
 
@@ -69,6 +69,27 @@ def _wait_training(proc: subprocess.Popen, fold: Path, since: float, timeout: fl
     return True
 
 
+def _fresh_tmp(root: Path, since: float) -> list[Path]:
+    """Temporary checkpoint folders created by the launch started at `since`."""
+    out = []
+    for p in root.glob(".tmp-*") if root.exists() else []:
+        try:
+            if p.stat().st_mtime > since:
+                out.append(p)
+        except FileNotFoundError:  # published (renamed) meanwhile
+            pass
+    return out
+
+
+def _wait_writing(proc: subprocess.Popen, root: Path, since: float, timeout: float = 120) -> None:
+    """Wait until this launch has a checkpoint write under way (a fresh .tmp- folder)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None:
+        if _fresh_tmp(root, since):
+            return
+        time.sleep(0.01)
+
+
 def soak(kills: int = 20, seed: int = 0, keep: bool = False) -> dict:
     """Kill, resume, repeat; print `kills survived: N/N`."""
     rng = random.Random(seed)
@@ -93,14 +114,18 @@ def soak(kills: int = 20, seed: int = 0, keep: bool = False) -> dict:
             proc = _launch(comp, out, fault="ckpt_sleep:0.3")
             killed = False
             if done < kills and _wait_training(proc, fold, since):
-                time.sleep(rng.uniform(0.5, ref_s / 4))
+                if done % 4 == 3:  # every 4th kill: at a random moment inside the next checkpoint write
+                    _wait_writing(proc, fold / "checkpoints", since)
+                    time.sleep(rng.uniform(0, 0.25))
+                else:
+                    time.sleep(rng.uniform(0.5, ref_s / 4))
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     killed = True
             _, err = proc.communicate()
             if killed:
                 done, in_round = done + 1, in_round + 1
-                tmp = [p for p in (fold / "checkpoints").glob(".tmp-*") if p.stat().st_mtime > since]
+                tmp = _fresh_tmp(fold / "checkpoints", since)
                 mid_write += bool(tmp)
                 print(f"kill {done}: round {rounds}{' (inside a checkpoint write)' if tmp else ''}", flush=True)
                 continue

@@ -202,29 +202,49 @@ def reseed_shuffle(loader, seed: int) -> None:
 
 
 def check_loss(trainer, loss: torch.Tensor, batch: dict, n: int) -> bool:
-    """Log the batch loss; on NaN/inf skip the batch (True) within --skip_nonfinite, else stop naming it."""
-    acc = trainer.accelerator
+    """Record the batch loss; with --skip_nonfinite, skip a NaN/inf batch at once (True), within the budget.
+
+    Without it the losses stay on the device and are checked when they are flushed (every
+    checkpoint and every epoch end): no host synchronisation per batch, and a NaN stops the run
+    before any checkpoint or best weights are written from it.
+    """
     if fault_point("nonfinite", trainer.epoch * len(trainer.train_loader) + n):
         loss.data.fill_(float("nan"))
-    value = loss.detach().float().item()
-    trainer.step_rows.append({"epoch": trainer.epoch, "batch": n, "step": trainer.step, "loss": value})
-    bad = torch.tensor(float(not math.isfinite(value)), device=acc.device)
-    if acc.num_processes > 1:  # every process must take the same decision, or their weights part
-        bad = acc.reduce(bad, "sum")
-    if not bad.item():
+    row = {"epoch": trainer.epoch, "batch": n, "step": trainer.step, "loss": loss.detach().float(),
+           "index": batch.get("index")}
+    trainer.step_rows.append(row)
+    if not trainer.config.skip_nonfinite:
         return False
-    ids = getattr(trainer.train_loader.dataset, "ids", None)
-    index = batch.get("index")
-    rows = index.tolist() if index is not None else []
-    names = [ids[i] for i in rows] if ids is not None else rows
-    where = f"step {trainer.step + 1}, epoch {trainer.epoch}, batch {n} (ids {names})"
+    value = row["loss"].item()
+    if not _any_process(trainer, not math.isfinite(value)):
+        return False
     if trainer.skipped_nonfinite < trainer.config.skip_nonfinite:
         trainer.skipped_nonfinite += 1
-        acc.print(f"non-finite loss ({value}) at {where}: batch skipped "
-                  f"({trainer.skipped_nonfinite}/{trainer.config.skip_nonfinite} allowed)")
+        trainer.accelerator.print(f"non-finite loss ({value}) at {_where(trainer, row)}: batch skipped "
+                                  f"({trainer.skipped_nonfinite}/{trainer.config.skip_nonfinite} allowed)")
         return True
+    _stop_nonfinite(trainer, row, value)
+
+
+def _any_process(trainer, flag: bool) -> bool:
+    """True when `flag` holds on any process: every process must take the same decision, or they part."""
+    acc = trainer.accelerator
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), "sum").item())
+
+
+def _where(trainer, row: dict) -> str:
+    ids, index = getattr(trainer.train_loader.dataset, "ids", None), row["index"]
+    rows = index.tolist() if index is not None else []
+    names = [ids[i] for i in rows] if ids is not None else rows
+    return f"step {row['step'] + 1}, epoch {row['epoch']}, batch {row['batch']} (ids {names})"
+
+
+def _stop_nonfinite(trainer, row: dict | None, value: float) -> None:
     last, _ = newest_complete(checkpoint_root(trainer))
     kept = f"the last good checkpoint is {last.path}" if last else "no checkpoint was written yet"
+    where = _where(trainer, row) if row else "a batch of another process"
     raise NonFiniteLoss(f"non-finite loss ({value}) at {where}; {kept}. Lower --lr, check those rows, "
                         f"or allow skipping with --skip_nonfinite=N")
 
@@ -232,9 +252,11 @@ def check_loss(trainer, loss: torch.Tensor, batch: dict, n: int) -> bool:
 def end_step(trainer, n: int, loss_sum: torch.Tensor) -> None:
     """After an optimizer step: a mid-epoch checkpoint every --ckpt_every steps."""
     fault_point("step", trainer.step)
-    every = trainer.config.ckpt_every
-    if every and trainer.step % every == 0 and n < len(trainer.train_loader):
+    every, last = trainer.config.ckpt_every, n == len(trainer.train_loader)
+    if every and trainer.step % every == 0 and not last:
         save_run_checkpoint(trainer, (trainer.epoch, n), loss_sum)
+    elif last:
+        flush_step_log(trainer)  # checks the epoch's losses before validation and best weights use them
 
 
 def end_epoch(trainer, improved: bool, stopped: bool) -> None:
@@ -272,11 +294,19 @@ def save_run_checkpoint(trainer, pos: tuple[int, int], loss_sum, stopped: bool =
 
 
 def flush_step_log(trainer) -> None:
-    """Append the buffered per-batch losses to steps.jsonl (main process)."""
-    if trainer.accelerator.is_main_process and trainer.step_rows:
+    """Move the recorded losses to the host (one sync), stop on a NaN/inf, append them to steps.jsonl."""
+    rows, trainer.step_rows = trainer.step_rows, []
+    if not rows:
+        return
+    values = torch.stack([r["loss"] for r in rows]).tolist()
+    if not trainer.config.skip_nonfinite:  # (with a budget, each was checked as it came)
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if _any_process(trainer, bad is not None):
+            _stop_nonfinite(trainer, rows[bad] if bad is not None else None, values[bad] if bad is not None else "nan")
+    if trainer.accelerator.is_main_process:
         with open(trainer.fold_dir / STEP_LOG, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in trainer.step_rows))
-    trainer.step_rows = []
+            f.write("".join(json.dumps({"epoch": r["epoch"], "batch": r["batch"], "step": r["step"], "loss": v}) + "\n"
+                            for r, v in zip(rows, values)))
 
 
 __all__ = ["CheckpointError", "NonFiniteLoss", "ResumeError", "begin_epoch", "check_loss", "end_epoch", "end_step",

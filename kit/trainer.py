@@ -59,7 +59,7 @@ class Trainer:
             # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
         )
-        self.fold = self.ema = self.mixer = None
+        self.fold = self.ema = self.mixer = self.resume_dir = None
         self.tracking = Tracking(self)
         self.setup_data()
 
