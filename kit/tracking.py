@@ -122,6 +122,17 @@ class Tracking:
             kwargs["wandb"]["mode"] = "offline"
             acc.init_trackers(project, config=cfg.to_dict(), init_kwargs=kwargs)
 
+    def _wandb_id(self, run_name: str) -> str:
+        """The run's wandb id: kept in the run folder, so a run resumed from a checkpoint logs to the same run."""
+        import uuid
+        t = self.trainer
+        path = t.run_dir / f".wandb_id-{run_name}"
+        if t.resume_dir is not None and path.exists():
+            return path.read_text().strip()
+        run_id = uuid.uuid4().hex[:12]
+        path.write_text(run_id)
+        return run_id
+
     def _init_kwargs(self) -> dict:
         t = self.trainer
         cfg = t.config
@@ -134,6 +145,7 @@ class Tracking:
             out["wandb"] = {"name": run_name, "group": t.name, "job_type": f"fold{cfg.fold}", "dir": str(t.run_dir),
                             "mode": mode, "settings": wandb.Settings(init_timeout=timeout)}
             t.run_dir.mkdir(parents=True, exist_ok=True)
+            out["wandb"].update(id=self._wandb_id(run_name), resume="allow")
         if "mlflow" in self.names and t.accelerator.is_main_process:
             import mlflow
             root = Path(cfg.out_dir).resolve()

@@ -203,3 +203,16 @@ def test_train_loss_logging_reads_the_device_only_on_logging_steps(tmp_path):
         Counted(Tiny.config.override(out_dir=str(tmp_path / arm), epochs=1, **over)).fit(0)
         counts[arm] = CountReads.reads
     assert counts["on"] - counts["off"] == UPDATES // 2, counts  # steps 2, 4, 6, 8: one read each
+
+
+def test_a_run_resumed_from_its_checkpoint_logs_to_the_same_wandb_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_id = lambda f: f.parent.name.rsplit("-", 1)[1]  # noqa: E731 - offline-run-<time>-<id>
+    train(tmp_path, log_with="wandb", fold="0")
+    first = {run_id(f) for f in (tmp_path / "tiny").glob("wandb/offline-run-*/run-*.wandb")}
+    train(tmp_path, log_with="wandb", fold="0")  # resume=auto: the finished run's last checkpoint
+    resumed = {run_id(f) for f in (tmp_path / "tiny").glob("wandb/offline-run-*/run-*.wandb")}
+    assert len(first) == 1 and resumed == first
+    train(tmp_path, log_with="wandb", fold="0", resume="never")  # a fresh start is a new wandb run
+    fresh = {run_id(f) for f in (tmp_path / "tiny").glob("wandb/offline-run-*/run-*.wandb")}
+    assert len(fresh) == 2 and first < fresh
