@@ -45,6 +45,9 @@ def test_demo_shift_is_found_and_the_test_like_view_lowers_it(demo_copy):
     train = comp.read_train()
     folds, meta = adversarial_folds(comp, train, 5, 0)
     assert meta["scheme"] == "adversarial" and meta["valid_aug"] == report["chosen_aug"]
+    kit("folds", str(demo_copy), "--scheme=adversarial", "--n=5", "--seed=0")  # the CLI writes the same folds
+    written = pd.read_csv(demo_copy / "folds.csv", dtype={"id": str}).set_index("id").fold.sort_index()
+    assert written.astype(int).equals(folds.set_index("id").fold.astype(int).sort_index())
     assert folds.id.is_unique and set(folds.id) == set(train.id)
     merged = train.merge(folds, on="id")
     counts = merged.groupby(["label", "fold"]).size().unstack()
