@@ -39,7 +39,8 @@ def bench(rounds: int = 3, img_size: int = 32, batch_size: int = 32, model: str 
     """Print and return the loader rate, step rate and real/pre-collated step-time ratio."""
     comp = str(demo_competition())
     base = dict(comp=comp, model=model, img_size=img_size, batch_size=batch_size, epochs=epochs, aug=aug,
-                predict_test=False, out_dir=tempfile.mkdtemp(), log_with="none")
+                predict_test=False, out_dir=tempfile.mkdtemp(), log_with="none",
+                resume="never")  # every round trains from scratch
     real = TimedTrainer(Config(name="bench_real", **base))  # default num_workers
     workers = real.config.num_workers
     n_train = len(real.build_datasets(0)[0])

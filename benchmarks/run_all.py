@@ -97,6 +97,8 @@ def main(quick: bool = False, skip: str = "", out: str = str(HERE / "RESULTS.md"
             rows += fn(quick)
         except ModuleNotFoundError as e:
             rows.append((f"{name}: not run", f"missing module {e.name}", "", None))
+        except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
+            rows.append((f"{name}: failed", f"{type(e).__name__}: {str(e)[:80]}", "runs", False))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'figure':<{width}} | value | target | met |", f"|{'-' * (width + 2)}|---|---|---|"]
     for fig, value, target, ok in rows:
