@@ -54,10 +54,10 @@ def bench(rounds: int = 3, img_size: int = 32, batch_size: int = 32, model: str 
     for r in range(rounds + 1):
         real.fit(0)
         collated.fit(0)
-        rates.append(loader_rate(real, batch_size, workers))
-        if r:
+        if r:  # before loader_rate: building the datasets again starts new stamps
             real_t += step_times(real.stamps)
             coll_t += step_times(collated.stamps)
+        rates.append(loader_rate(real, batch_size, workers))
     ratio = median(real_t) / median(coll_t)
     step_rate = batch_size / median(coll_t)
     print(f"data pipeline ({aug} at {img_size}px, batch {batch_size}, {workers} workers): loader alone "
