@@ -120,14 +120,15 @@ class Tracking:
                         pass
             acc.trackers = []
             kwargs["wandb"]["mode"] = "offline"
+            kwargs["wandb"]["id"] = self._wandb_id(kwargs["wandb"]["name"], fresh=True)  # the failed id stays taken
             acc.init_trackers(project, config=cfg.to_dict(), init_kwargs=kwargs)
 
-    def _wandb_id(self, run_name: str) -> str:
+    def _wandb_id(self, run_name: str, fresh: bool = False) -> str:
         """The run's wandb id: kept in the run folder, so a run resumed from a checkpoint logs to the same run."""
         import uuid
         t = self.trainer
         path = t.run_dir / f".wandb_id-{run_name}"
-        if t.resume_dir is not None and path.exists():
+        if not fresh and t.resume_dir is not None and path.exists():
             return path.read_text().strip()
         run_id = uuid.uuid4().hex[:12]
         path.write_text(run_id)
