@@ -171,23 +171,14 @@ def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed:
           f"rows per fold " + ", ".join(str(v) for v in sizes.tolist()))
 
 
-def _run_task(exp: str, runs: str) -> str:
-    """The task of the competition a run trained on ('' when the run has no config yet)."""
-    import yaml
-
-    from .competition import load_competition
-    cfg = Path(runs) / exp / "config.yaml"
-    if not cfg.exists():
-        return ""
-    return load_competition(yaml.safe_load(cfg.read_text())["comp"]).task
-
-
 def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
             num_workers: int = -1, max_batch: int = -1) -> None:
     """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
     from .competition import CompetitionError
     from .predict import predict_run
-    if _run_task(exp, runs) == "segmentation":  # masks: views undone on the masks, fold mean, RLE at submit
+    from .submissions import run_competition
+    trained = (Path(runs) / exp / "config.yaml").exists()  # otherwise predict_run says what is missing
+    if trained and run_competition(Path(runs) / exp).task == "segmentation":  # masks: views undone, fold mean
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
         info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch)
