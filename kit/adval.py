@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from .competition import Competition
-from .data import read_image
+from .data import read_image, seed_pipeline
 from .transforms import PRESETS, build_augment
 
 STATS = ("brightness", "contrast", "noise", "saturation", "colour_cast", "ink_row", "ink_col",
@@ -81,7 +81,7 @@ def augment_seeded(images: list, aug: str, size: int, seed: int) -> list:
     pipeline = build_augment(aug, size)
     out = []
     for i, img in enumerate(images):
-        pipeline.set_random_seed(seed + i)
+        seed_pipeline(pipeline, seed + i)
         out.append(pipeline(image=img)["image"])
     return out
 
