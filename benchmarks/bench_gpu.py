@@ -88,12 +88,11 @@ def bench(model: str = "resnet50", img_size: int = 224, batch_size: int = 256, s
     if not torch.cuda.is_available():
         raise SystemExit("bench_gpu needs a CUDA GPU")
     os.environ.setdefault("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
-    TimedTrainer.train_data = MemoryImages(batch_size * (steps + WARMUP + 1), img_size)
-    TimedTrainer.valid_data = MemoryImages(batch_size * 8, img_size, seed=1)
     cfg = Config(comp=str(demo_competition()), model=model, img_size=img_size, batch_size=batch_size, epochs=1,
                  num_workers=0, predict_test=False, channels_last=True, optimizer="sgd", lr=1e-4, clip_grad=0.0,
                  out_dir=tempfile.mkdtemp(), name="bench_gpu", log_with="none", resume="never")
-    trainer = TimedTrainer(cfg)
+    trainer = TimedTrainer(cfg, MemoryImages(batch_size * (steps + WARMUP + 1), img_size),
+                           MemoryImages(batch_size * 8, img_size, seed=1))
     kit_train, kit_infer, ref_train, ref_infer = [], [], [], []
     for _ in range(rounds):
         t, i = kit_rates(trainer, batch_size)

@@ -75,8 +75,7 @@ def bench(steps: int = 24, rounds: int = 5, grad_accum: int = 1, size: int = 64,
                  num_workers=0, predict_test=False, grad_accum=grad_accum, out_dir=tempfile.mkdtemp(),
                  name="bench_loop", log_with="none", resume="never")  # every round trains from scratch
     cfg = dataclasses.replace(cfg, **overrides)
-    TimedTrainer.train_data, TimedTrainer.valid_data = data, MemoryImages(batch, size, seed=1)
-    trainer = TimedTrainer(cfg)
+    trainer = TimedTrainer(cfg, data, MemoryImages(batch, size, seed=1))
     kit_t, hand_t, equal = [], [], None
     for r in range(rounds + 1):
         kit_w, kit_s = kit_loop(trainer)
@@ -100,9 +99,9 @@ def bench_logging(steps: int = 60, rounds: int = 5, size: int = 64, batch: int =
     data = MemoryImages(steps * batch, size)
     base = dict(comp=str(demo_competition()), model=model, img_size=size, batch_size=batch, epochs=1, num_workers=0,
                 predict_test=False, out_dir=tempfile.mkdtemp(), resume="never")
-    TimedTrainer.train_data, TimedTrainer.valid_data = data, MemoryImages(batch, size, seed=1)
-    arms = {"on": TimedTrainer(Config(name="log_on", log_with=tracker, log_every=every, **base)),
-            "off": TimedTrainer(Config(name="log_off", log_with="none", **base))}
+    valid = MemoryImages(batch, size, seed=1)
+    arms = {"on": TimedTrainer(Config(name="log_on", log_with=tracker, log_every=every, **base), data, valid),
+            "off": TimedTrainer(Config(name="log_off", log_with="none", **base), data, valid)}
     times = {k: [] for k in arms}
     for r in range(rounds + 1):
         for k, trainer in arms.items():

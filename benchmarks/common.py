@@ -41,12 +41,14 @@ def demo_competition() -> Path:
 class TimedTrainer(Trainer):
     """The kit's Trainer on in-memory data; records the wall time between consecutive train steps."""
 
-    train_data: Dataset = None
-    valid_data: Dataset = None
+    def __init__(self, config, train_data: Dataset | None = None, valid_data: Dataset | None = None):
+        super().__init__(config)
+        # per instance: one benchmark's in-memory data must not leak into the next one's real-data arm
+        self.train_data, self.valid_data = train_data, valid_data
 
     def build_datasets(self, fold: int):
         """In-memory train/valid sets when set, else the competition's real images and augmentation."""
-        self.stamps = []
+        self.stamps, self.stamp_epochs = [], []
         if self.train_data is None:
             return super().build_datasets(fold)
         return self.train_data, self.valid_data
@@ -54,7 +56,13 @@ class TimedTrainer(Trainer):
     def train_step(self, batch: dict) -> dict:
         """Stamp the time, then the base step."""
         self.stamps.append(time.perf_counter())
+        self.stamp_epochs.append(self.epoch)
         return super().train_step(batch)
+
+    def step_times(self, warmup: int = 3) -> list[float]:
+        """Per-step durations of the last fit over all its epochs; the steps that span validation are left out."""
+        pairs = zip(self.stamps[warmup:], self.stamps[warmup + 1:], self.stamp_epochs[warmup:], self.stamp_epochs[warmup + 1:])
+        return [b - a for a, b, ea, eb in pairs if ea == eb]
 
 
 def step_times(stamps: list[float], warmup: int = 3) -> list[float]:

@@ -36,7 +36,7 @@ def _rows_loop(quick: bool) -> list[tuple]:
 
 def _rows_data(quick: bool) -> list[tuple]:
     from . import bench_data
-    d = bench_data.bench(rounds=2 if quick else 3)
+    d = bench_data.bench(rounds=2 if quick else 8)
     return [("data: loader alone, images/s", round(d["loader_img_s"]), "", None),
             ("data: train step, images/s", round(d["step_img_s"]), "", None),
             ("data: loader / step rate", d["loader_img_s"] / d["step_img_s"], ">= 1 (step never waits)",
