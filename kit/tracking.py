@@ -157,19 +157,22 @@ class Tracking:
                              "tags": {"group": t.name, "fold": str(cfg.fold)}}
         return out
 
-    def log_update(self, loss_sum, batches: int) -> None:
-        """Every `log_every` updates: mean train loss since the last log and the LR (the only host sync)."""
+    def log_update(self, loss_sum, batches: int) -> float | None:
+        """Every `log_every` updates: the mean train loss since the last read (the only host sync), to the trackers."""
         t = self.trainer
-        if not self.names or t.step % self.every or not t.accelerator.is_main_process:
-            return
+        if t.step % self.every or not t.accelerator.is_main_process:
+            return None
         epoch, s0, n0 = self._window
         if epoch != t.epoch:
             s0, n0 = 0.0, 0
         total = float(loss_sum.item())
-        if batches > n0:
-            t.accelerator.log({"train/loss": (total - s0) / (batches - n0),
-                               "train/lr": t.optimizer.param_groups[0]["lr"]}, step=self.step)
         self._window = (t.epoch, total, batches)
+        if batches <= n0:
+            return None
+        mean = (total - s0) / (batches - n0)
+        if self.names:
+            t.accelerator.log({"train/loss": mean, "train/lr": t.optimizer.param_groups[0]["lr"]}, step=self.step)
+        return mean
 
     def log_epoch(self, row: dict) -> None:
         """Epoch metrics to the trackers; their last values also go to summary.json (what sweeps read)."""

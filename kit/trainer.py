@@ -280,12 +280,12 @@ class Trainer:
             if acc.sync_gradients:
                 self.step += 1
                 self.scheduler.step_update(num_updates=self.step)
-                self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
+                shown = self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
+                if shown is not None:  # the progress bar shows what was read for the trackers, no read of its own
+                    bar.set_postfix(loss=f"{shown:.4f}")
                 if self.ema is not None:
                     self.ema.update(acc.unwrap_model(self.model), step=self.step)
                 end_step(self, n, loss_sum)  # a mid-epoch checkpoint every --ckpt_every steps
-            if n % 20 == 0:
-                bar.set_postfix(loss=f"{(loss_sum / n).item():.4f}")
         return (acc.reduce(loss_sum, "mean") / max(n, 1)).item()
 
     def _start_run_dir(self) -> None:
