@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +38,8 @@ def demo_competition() -> Path:
     make_demo(root)
     return root
 
+CALLS = [0]  # function calls counted by TimedTrainer.fit_counting_calls
+
 
 class TimedTrainer(Trainer):
     """The kit's Trainer on in-memory data; records the wall time between consecutive train steps."""
@@ -48,7 +51,7 @@ class TimedTrainer(Trainer):
 
     def build_datasets(self, fold: int):
         """In-memory train/valid sets when set, else the competition's real images and augmentation."""
-        self.stamps, self.stamp_epochs = [], []
+        self.stamps, self.stamp_epochs, self.stamp_calls = [], [], []
         if self.train_data is None:
             return super().build_datasets(fold)
         return self.train_data, self.valid_data
@@ -57,7 +60,24 @@ class TimedTrainer(Trainer):
         """Stamp the time, then the base step."""
         self.stamps.append(time.perf_counter())
         self.stamp_epochs.append(self.epoch)
+        self.stamp_calls.append((self.step, CALLS[0]))
         return super().train_step(batch)
+
+    def fit_counting_calls(self, fold: int = 0) -> None:
+        """One fit with every Python and C function call of this thread counted, stamped at each step."""
+        def count(frame, event, arg):
+            if event in ("call", "c_call"):
+                CALLS[0] += 1
+        sys.setprofile(count)
+        try:
+            self.fit(fold)
+        finally:
+            sys.setprofile(None)
+
+    def calls_per_step(self, every: int) -> list[int]:
+        """Function calls per step of the last counted fit, leaving out the steps that log (step % every == 0)."""
+        pairs = zip(self.stamp_calls, self.stamp_calls[1:], self.stamp_epochs, self.stamp_epochs[1:])
+        return [c1 - c0 for (_, c0), (s1, c1), ea, eb in pairs if ea == eb and s1 % every]
 
     def step_times(self, warmup: int = 3) -> list[float]:
         """Per-step durations of the last fit over all its epochs; the steps that span validation are left out."""

@@ -31,6 +31,8 @@ def _rows_loop(quick: bool) -> list[tuple]:
     if "log_every" in Config.__dataclass_fields__:
         off = bench_loop.bench_logging(steps=max(steps, 60), rounds=rounds)
         rows.append(("loop: tracker logging every 50 steps / off", off["ratio"], "<= 1.02", off["ratio"] <= 1.02))
+        rows.append(("loop: extra function calls per non-logging step, logging on", off["extra_calls"],
+                     f"0 (of {off['calls_off']:.0f})", off["extra_calls"] == 0))
     return rows
 
 
