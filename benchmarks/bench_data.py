@@ -13,7 +13,9 @@ from __future__ import annotations
 import tempfile
 import time
 
+import cv2
 import fire
+import torch
 
 from kit import Config
 from kit.data import ImageDataset, build_loader
@@ -33,6 +35,25 @@ def loader_rate(trainer: TimedTrainer, batch_size: int, workers: int) -> float:
             continue
         n += len(batch["image"])
     return n / (time.perf_counter() - t0)
+
+
+def loader_cpu_ms(trainer: TimedTrainer, batch_size: int) -> float:
+    """CPU ms to decode, augment and collate one train batch, in this process (what a worker spends on it)."""
+    train, _ = trainer.build_datasets(0)
+    train.seed_augmentation(0)  # per-row seeding as in training
+    threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(0)  # one thread, as in a worker (process time would count idle pool threads spinning)
+    torch.set_num_threads(1)
+    try:
+        it = iter(build_loader(train, batch_size, 0, shuffle=True, seed=0))
+        next(it)
+        n, t0 = 0, time.process_time()
+        for _ in it:
+            n += 1
+        return (time.process_time() - t0) / n * 1e3
+    finally:
+        cv2.setNumThreads(threads[0])
+        torch.set_num_threads(threads[1])
 
 
 def bench(rounds: int = 8, img_size: int = 32, batch_size: int = 32, model: str = "resnet18", epochs: int = 2,
@@ -60,12 +81,17 @@ def bench(rounds: int = 8, img_size: int = 32, batch_size: int = 32, model: str 
             per_round.append(median(real.step_times()) / median(collated.step_times()))
         rates.append(loader_rate(real, batch_size, workers))
     ratio = median(real_t) / median(coll_t)
+    # with no spare core every worker millisecond is taken from the training step: its floor is 1 + cpu/step
+    cpu_ms = median([loader_cpu_ms(real, batch_size) for _ in range(3)])
+    floor = 1 + cpu_ms / (median(coll_t) * 1e3)
     print("data pipeline, real / pre-collated by round:", " ".join(f"{x:.3f}" for x in per_round))
     step_rate = batch_size / median(coll_t)
     print(f"data pipeline ({aug} at {img_size}px, batch {batch_size}, {workers} workers): loader alone "
           f"{median(rates[1:]):.0f} img/s, train step {step_rate:.0f} img/s (loader/step {median(rates[1:]) / step_rate:.1f}x); "
-          f"step with real loader / pre-collated {ratio:.3f} (target <= 1.05)")
-    return {"ratio": ratio, "loader_img_s": median(rates[1:]), "step_img_s": step_rate}
+          f"step with real loader / pre-collated {ratio:.3f} (target <= 1.05); loader CPU {cpu_ms:.1f} ms per batch "
+          f"against a {median(coll_t) * 1e3:.0f} ms step: floor {floor:.3f} when no core is spare")
+    return {"ratio": ratio, "loader_img_s": median(rates[1:]), "step_img_s": step_rate, "cpu_ms": cpu_ms,
+            "floor": floor}
 
 
 if __name__ == "__main__":

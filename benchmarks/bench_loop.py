@@ -4,8 +4,9 @@
     python -m benchmarks.bench_loop logging [--steps=60 --every=50]
 
 Same timm resnet18, same 64x64 in-memory data, batch 32, same seed, same optimizer and schedule.
-Arms alternate round by round; round 0 and the first steps of each round are warm-up and dropped;
-per-step medians are compared. Targets: ratio <= 1.03, final weights bitwise equal.
+Arms alternate round by round, each going first in every other round; round 0 and the first steps
+of each round are warm-up and dropped; per-step medians are compared. Targets: ratio <= 1.03, final
+weights bitwise equal.
 """
 from __future__ import annotations
 
@@ -78,8 +79,12 @@ def bench(steps: int = 24, rounds: int = 5, grad_accum: int = 1, size: int = 64,
     trainer = TimedTrainer(cfg, data, MemoryImages(batch, size, seed=1))
     kit_t, hand_t, equal = [], [], None
     for r in range(rounds + 1):
-        kit_w, kit_s = kit_loop(trainer)
-        hand_w, hand_s = hand_loop(cfg, data)
+        if r % 2:  # neither arm always goes first (the one after the kit's checkpoint writes shares the disk flush)
+            hand_w, hand_s = hand_loop(cfg, data)
+            kit_w, kit_s = kit_loop(trainer)
+        else:
+            kit_w, kit_s = kit_loop(trainer)
+            hand_w, hand_s = hand_loop(cfg, data)
         if r == 0:  # warm-up round: allocator, kernels, page cache; weights still compared
             equal = kit_w.keys() == hand_w.keys() and all(torch.equal(kit_w[k], hand_w[k]) for k in kit_w)
             continue

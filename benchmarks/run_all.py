@@ -31,7 +31,7 @@ def _rows_loop(quick: bool) -> list[tuple]:
     if "log_every" in Config.__dataclass_fields__:
         off = bench_loop.bench_logging(steps=max(steps, 60), rounds=rounds)
         rows.append(("loop: tracker logging every 50 steps / off", off["ratio"], "<= 1.02", off["ratio"] <= 1.02))
-        rows.append(("loop: extra function calls per non-logging step, logging on", off["extra_calls"],
+        rows.append(("loop: extra function calls per non-logging step, logging on", round(off["extra_calls"]),
                      f"0 (of {off['calls_off']:.0f})", off["extra_calls"] == 0))
     return rows
 
@@ -43,7 +43,9 @@ def _rows_data(quick: bool) -> list[tuple]:
             ("data: train step, images/s", round(d["step_img_s"]), "", None),
             ("data: loader / step rate", d["loader_img_s"] / d["step_img_s"], ">= 1 (step never waits)",
              d["loader_img_s"] >= d["step_img_s"]),
-            ("data: step with real loader / pre-collated", d["ratio"], "<= 1.05", d["ratio"] <= 1.05)]
+            ("data: step with real loader / pre-collated", d["ratio"], "<= 1.05", d["ratio"] <= 1.05),
+            ("data: loader CPU per batch, ms (decode + augment + collate)", d["cpu_ms"], "", None),
+            ("data: 1 + loader CPU / step time (the ratio's floor with no spare core)", d["floor"], "", None)]
 
 
 def _rows_tta(quick: bool) -> list[tuple]:
