@@ -76,9 +76,10 @@ def bench(rounds: int = 8, img_size: int = 32, batch_size: int = 32, model: str 
         real.fit(0)
         collated.fit(0)
         if r:  # before loader_rate: building the datasets again starts new stamps
-            real_t += real.step_times()
-            coll_t += collated.step_times()
-            per_round.append(median(real.step_times()) / median(collated.step_times()))
+            real_r, coll_r = real.step_times(), collated.step_times()
+            real_t += real_r
+            coll_t += coll_r
+            per_round.append(median(real_r) / median(coll_r))
         rates.append(loader_rate(real, batch_size, workers))
     ratio = median(real_t) / median(coll_t)
     # with no spare core every worker millisecond is taken from the training step: its floor is 1 + cpu/step

@@ -79,7 +79,7 @@ def bench(steps: int = 24, rounds: int = 5, grad_accum: int = 1, size: int = 64,
     trainer = TimedTrainer(cfg, data, MemoryImages(batch, size, seed=1))
     kit_t, hand_t, equal = [], [], None
     for r in range(rounds + 1):
-        if r % 2:  # neither arm always goes first (the one after the kit's checkpoint writes shares the disk flush)
+        if r % 2:  # neither arm always goes first
             hand_w, hand_s = hand_loop(cfg, data)
             kit_w, kit_s = kit_loop(trainer)
         else:

@@ -38,8 +38,6 @@ def demo_competition() -> Path:
     make_demo(root)
     return root
 
-CALLS = [0]  # function calls counted by TimedTrainer.fit_counting_calls
-
 
 class TimedTrainer(Trainer):
     """The kit's Trainer on in-memory data; records the wall time between consecutive train steps."""
@@ -48,6 +46,7 @@ class TimedTrainer(Trainer):
         super().__init__(config)
         # per instance: one benchmark's in-memory data must not leak into the next one's real-data arm
         self.train_data, self.valid_data = train_data, valid_data
+        self.calls = 0  # function calls so far, counted during fit_counting_calls
 
     def build_datasets(self, fold: int):
         """In-memory train/valid sets when set, else the competition's real images and augmentation."""
@@ -60,14 +59,14 @@ class TimedTrainer(Trainer):
         """Stamp the time, then the base step."""
         self.stamps.append(time.perf_counter())
         self.stamp_epochs.append(self.epoch)
-        self.stamp_calls.append((self.step, CALLS[0]))
+        self.stamp_calls.append((self.step, self.calls))
         return super().train_step(batch)
 
     def fit_counting_calls(self, fold: int = 0) -> None:
         """One fit with every Python and C function call of this thread counted, stamped at each step."""
         def count(frame, event, arg):
             if event in ("call", "c_call"):
-                CALLS[0] += 1
+                self.calls += 1
         sys.setprofile(count)
         try:
             self.fit(fold)
@@ -81,13 +80,14 @@ class TimedTrainer(Trainer):
 
     def step_times(self, warmup: int = 3) -> list[float]:
         """Per-step durations of the last fit over all its epochs; the steps that span validation are left out."""
-        pairs = zip(self.stamps[warmup:], self.stamps[warmup + 1:], self.stamp_epochs[warmup:], self.stamp_epochs[warmup + 1:])
-        return [b - a for a, b, ea, eb in pairs if ea == eb]
+        return step_times(self.stamps, warmup, self.stamp_epochs)
 
 
-def step_times(stamps: list[float], warmup: int = 3) -> list[float]:
-    """Per-step durations from consecutive stamps, dropping the first `warmup` steps."""
-    return [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:])]
+def step_times(stamps: list[float], warmup: int = 3, epochs: list[int] | None = None) -> list[float]:
+    """Per-step durations from consecutive stamps after `warmup`; given each stamp's epoch, none spans two."""
+    epochs = epochs if epochs is not None else [0] * len(stamps)
+    pairs = zip(stamps[warmup:], stamps[warmup + 1:], epochs[warmup:], epochs[warmup + 1:])
+    return [b - a for a, b, ea, eb in pairs if ea == eb]
 
 
 def median(xs: list[float]) -> float:
