@@ -1,8 +1,8 @@
 """Kaggle uploads and score reads through the kaggle package's own client (KaggleApi).
 
-The kaggle CLI prints "Could not submit to competition" and exits 0 when an upload fails, so
-success is read from Kaggle's answer (a submission ref, a 'Successfully submitted' message),
-never from an exit code. Credentials stay inside the kaggle package: this module only checks
+Success is read from Kaggle's answer (a submission ref, a 'Successfully submitted' message),
+never from an exit code: a failed upload prints "Could not submit to competition", and whether the
+kaggle CLI then exits 0 or 1 has changed between its releases. Credentials stay inside the kaggle package: this module only checks
 that they exist and scrubs their values from any text it passes on.
 """
 from __future__ import annotations

@@ -77,14 +77,18 @@ def test_upload_is_recorded_then_sync_fills_kaggle_scores(setup, capsys):
     _secret_nowhere(out, "".join(capsys.readouterr()))
 
 
-def test_kaggle_cli_exits_0_on_a_failed_upload_but_submit_reads_the_answer(setup, capsys, monkeypatch):
+def test_a_failed_upload_is_read_from_kaggles_answer_whatever_the_cli_exit_status(setup, capsys, monkeypatch):
     fake, runs, out = setup["fake"], setup["runs"], setup["out"]
     fake.upload_status = 403  # the storage bucket refuses the file
     csv = setup["comp"] / "sample_submission.csv"
     import kaggle.cli
     monkeypatch.setattr(sys, "argv", ["kaggle", "competitions", "submit", "kit-demo", "-f", str(csv), "-m", "x"])
-    kaggle.cli.main()  # returns normally: the shell would see exit status 0
-    assert "Could not submit to competition" in capsys.readouterr().out
+    try:  # kaggle releases differ: some exit 0 after this failure, others 1; kit must not depend on either
+        kaggle.cli.main()
+    except SystemExit as e:
+        assert e.code in (None, 0, 1), e.code
+    printed = capsys.readouterr()
+    assert "Could not submit to competition" in printed.out + printed.err  # the stream differs by release too
     assert fake.submissions == []
     with pytest.raises(SystemExit) as e:
         cli.submit("exp1", m="will fail", runs=str(runs), out=str(out))
