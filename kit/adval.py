@@ -162,26 +162,3 @@ def load_report(comp: Competition) -> dict | None:
     """The last `kit adval` report of this competition, if any."""
     path = comp.root / "adval" / "adval.json"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def adversarial_folds(comp: Competition, train: pd.DataFrame, n: int, seed: int) -> tuple[pd.DataFrame, dict]:
-    """Folds ordered by test-likeness within each class: fold 0 holds each class's most test-like rows.
-
-    With no real shift (AUC < NO_SHIFT_AUC) p(test) is noise, so ordinary stratified folds are returned.
-    """
-    from .folds import make_stratified
-    report = load_report(comp) or run_adval(comp, seed=seed)
-    meta = {"scheme": "adversarial", "auc": report["auc"], "valid_aug": report["chosen_aug"],
-            "auc_after": report["auc_after"]}
-    if report["auc"] < NO_SHIFT_AUC:
-        meta.update(scheme="stratified", valid_aug="none", reason=f"AUC {report['auc']:.3f} < {NO_SHIFT_AUC}: no shift")
-        return make_stratified(train, comp.id_column, comp.target, n, seed), meta
-    p = pd.read_csv(comp.root / "adval" / "train_p_test.csv", dtype={comp.id_column: str})
-    df = train[[comp.id_column, comp.target]].merge(p, on=comp.id_column, how="left")
-    if df.p_test.isna().any():
-        raise ValueError(f"{comp.root}/adval/train_p_test.csv is stale: re-run `kit adval {comp.root}`")
-    fold = np.empty(len(df), int)
-    for _, rows in df.groupby(comp.target):
-        order = rows.sort_values("p_test", ascending=False, kind="stable").index.to_numpy()
-        fold[order] = np.arange(len(order)) * n // len(order)  # contiguous, sizes within 1 of ideal
-    return pd.DataFrame({comp.id_column: df[comp.id_column].values, "fold": fold}), meta

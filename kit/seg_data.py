@@ -14,6 +14,7 @@ masks:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,3 +189,16 @@ def one_hot_masks(target: torch.Tensor, spec: MaskSpec) -> np.ndarray:
     if spec.mode == "multiclass":
         return np.stack([(target == k).numpy() for k in range(1, len(spec.classes) + 1)]).astype(np.uint8)
     return target.numpy().astype(np.uint8)
+
+
+def write_masks(path: Path, ids: list, probs: np.ndarray) -> None:
+    """Save ids and probability masks (float16) to .npz, atomically."""
+    tmp = Path(path).with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.asarray([str(i) for i in ids]), probs=probs.astype(np.float16))
+    os.replace(tmp, path)
+
+
+def read_masks(path: Path) -> tuple[list, np.ndarray]:
+    """ids and float32 probability masks written by write_masks."""
+    with np.load(path) as z:
+        return z["ids"].tolist(), z["probs"].astype(np.float32)

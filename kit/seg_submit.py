@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .competition import Competition, CompetitionError, read_table
 from .rle import rle_decode, rle_encode
-from .seg_data import MaskSpec, mask_spec
+from .seg_data import MaskSpec, mask_spec, read_masks
 from .seg_metrics import binarize, drop_small, pair_scores
 
 
@@ -88,7 +88,6 @@ def build_rle_submission(comp: Competition, run_dir: Path, threshold=None, min_a
 
     Threshold and smallest kept area: the arguments, else cv.json's OOF-tuned ones, else --threshold.
     """
-    from .segmentation import read_masks
     spec, layout = mask_spec(comp), submission_layout(comp)
     path = Path(run_dir) / "test_masks.npz"
     if not path.exists():

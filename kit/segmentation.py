@@ -7,7 +7,6 @@ test_masks.npz (mean over folds) and cv.json (CV, per-fold scores, OOF-tuned thr
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from . import folds as folds_mod
 from .competition import CompetitionError, load_competition
 from .config import Config, load_config
 from .preflight import PreflightError, preflight
-from .seg_data import SegDataset, check_masks, mask_spec
+from .seg_data import SegDataset, check_masks, mask_spec, read_masks, write_masks
 from .seg_metrics import SEG_METRICS, binarize, drop_small, mask_score, tune_postprocess, tune_thresholds
 from .trainer import Trainer
 from .transforms import build_eval_transforms
@@ -78,19 +77,6 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, mode: str, views
     """Probability masks of a batch, averaged over TTA views after each view is undone on the mask."""
     return predict_views(lambda x: activate(model(x), mode), images, views, "mean", spatial=True,
                          class_dim=1 if mode == "multiclass" else None)
-
-
-def write_masks(path: Path, ids: list, probs: np.ndarray) -> None:
-    """Save ids and probability masks (float16) to .npz, atomically."""
-    tmp = Path(path).with_suffix(".tmp.npz")
-    np.savez(tmp, ids=np.asarray([str(i) for i in ids]), probs=probs.astype(np.float16))
-    os.replace(tmp, path)
-
-
-def read_masks(path: Path) -> tuple[list, np.ndarray]:
-    """ids and float32 probability masks written by write_masks."""
-    with np.load(path) as z:
-        return z["ids"].tolist(), z["probs"].astype(np.float32)
 
 
 class SegTrainer(Trainer):

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.adval import NO_SHIFT_AUC, adversarial_folds, run_adval, shift_auc
+from kit.adval import NO_SHIFT_AUC, run_adval, shift_auc
 from kit.competition import load_competition
-from kit.folds import make_stratified
+from kit.folds import adversarial_folds, make_stratified
 from tests.helpers import ROOT, kit, launch
 
 
