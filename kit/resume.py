@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -21,6 +22,42 @@ from .faults import fault_point
 
 STATE_FILE = "trainer_state.pt"
 STEP_LOG = "steps.jsonl"
+
+
+@dataclass
+class LoopState:
+    """Where a fold's training loop stands: what a checkpoint adds to Accelerate's own state."""
+
+    epoch: int = 0  # the epoch being trained
+    step: int = 0  # optimizer updates applied (an fp16 step the grad scaler skipped is not one)
+    pos: tuple[int, int] = (0, 0)  # (epoch, batches done in it) where the loop starts again
+    best: float | None = None  # best validation score so far, and its epoch (patience counts from it)
+    best_epoch: int = -1
+    best_ckpt: str | None = None  # the checkpoint of the best epoch: never pruned
+    stopped: bool = False  # early stopping fired: a resume has nothing left to train
+    loss_sum: torch.Tensor | None = None  # the epoch's loss so far, on the device, at a mid-epoch checkpoint
+    skipped_nonfinite: int = 0  # NaN/inf batches skipped so far, against --skip_nonfinite
+    step_rows: list = field(default_factory=list, repr=False)  # losses not yet in steps.jsonl (never saved)
+
+    def to_dict(self) -> dict:
+        """The saved fields (the loss on the CPU); the log buffer is flushed before any save."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "step_rows"}
+        out["loss_sum"] = self.loss_sum.detach().cpu() if self.loss_sum is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, saved: dict, device) -> LoopState:
+        """Inverse of `to_dict`, with the partial loss back on `device`."""
+        state = cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+        state.pos = tuple(state.pos)
+        state.loss_sum = state.loss_sum.to(device) if state.loss_sum is not None else None
+        return state
+
+
+def state_alias(name: str) -> property:
+    """A Trainer attribute that reads and writes `trainer.state.<name>` (trainer.step, trainer.epoch, ...)."""
+    return property(lambda t: getattr(t.state, name), lambda t, value: setattr(t.state, name, value),
+                    doc=f"trainer.state.{name}")
 
 
 class ResumeError(RuntimeError):
@@ -90,8 +127,7 @@ def _set_aside(trainer, why: str) -> None:
 
 def restore_run(trainer, ckpt: Path | None) -> int:
     """Load `ckpt` into the prepared trainer (or set fresh counters); return the epoch to start at."""
-    trainer.pos, trainer.loss0, trainer.skipped_nonfinite, trainer.best_ckpt = (0, 0), None, 0, None
-    trainer.stopped, trainer.step_rows = False, []
+    trainer.state = LoopState()
     acc = trainer.accelerator
     if ckpt is None:
         if acc.is_main_process:
@@ -106,20 +142,17 @@ def restore_run(trainer, ckpt: Path | None) -> int:
         if state["ema"] is None:
             raise ResumeError(f"{ckpt} was saved without EMA; this run has --ema_decay: resume with the same config")
         trainer.ema.load_state_dict(state["ema"])
-    trainer.step, trainer.best, trainer.best_epoch = state["step"], state["best"], state["best_epoch"]
-    trainer.pos, trainer.skipped_nonfinite = tuple(state["pos"]), state["skipped_nonfinite"]
-    trainer.best_ckpt, trainer.stopped = state["best_ckpt"], state["stopped"]
-    trainer.loss0 = state["loss_sum"].to(acc.device) if state["loss_sum"] is not None else None
+    trainer.state = LoopState.from_dict(state, acc.device)
     changed = config_changes(state["config"], trainer.config.to_dict())
     if changed:
         acc.print(f"resume: settings differ from the checkpoint's ({changed}); the run will not match an uninterrupted one")
     if acc.is_main_process:
-        trim_logs(trainer.fold_dir, trainer.pos)
-    epoch, done = trainer.pos
-    acc.print(f"resumed from {ckpt}: epoch {epoch}, {done} batches into it, step {trainer.step}")
-    if trainer.stopped or epoch >= trainer.config.epochs:
+        trim_logs(trainer.fold_dir, trainer.state.pos)
+    epoch, done = trainer.state.pos
+    acc.print(f"resumed from {ckpt}: epoch {epoch}, {done} batches into it, step {trainer.state.step}")
+    if trainer.state.stopped or epoch >= trainer.config.epochs:
         acc.print("resume: training had already finished; --resume=never trains again")
-    return trainer.config.epochs if trainer.stopped else epoch
+    return trainer.config.epochs if trainer.state.stopped else epoch
 
 
 def scheduler_state(scheduler) -> dict:
@@ -170,7 +203,8 @@ def begin_epoch(trainer):
 
     Returns (loader, number of the first batch, partial loss sum).
     """
-    epoch, acc, seed = trainer.epoch, trainer.accelerator, trainer.config.seed
+    state, acc, seed = trainer.state, trainer.accelerator, trainer.config.seed
+    epoch = state.epoch
     loader = trainer.train_loader
     loader.set_epoch(epoch)  # the sampler's epoch (balanced sampling draws per seed + epoch)
     reseed_shuffle(loader, seed + 100_003 * epoch)  # shuffling: one permutation per (seed, epoch)
@@ -179,11 +213,11 @@ def begin_epoch(trainer):
         dataset.seed_augmentation(seed)  # each row's augmentation drawn from (seed, epoch, row)
         dataset.set_epoch(epoch)
     loss_sum = torch.zeros((), device=acc.device)
-    start_epoch, done = trainer.pos
+    start_epoch, done = state.pos
     if epoch == start_epoch and done:
         loader = acc.skip_first_batches(loader, done)
-        loss_sum = trainer.loss0 if trainer.loss0 is not None else loss_sum
-    trainer.pos = (epoch, 0)
+        loss_sum = state.loss_sum if state.loss_sum is not None else loss_sum
+    state.pos = (epoch, 0)
     return loader, done + 1 if epoch == start_epoch else 1, loss_sum
 
 
@@ -208,20 +242,21 @@ def check_loss(trainer, loss: torch.Tensor, batch: dict, n: int) -> bool:
     checkpoint and every epoch end): no host synchronisation per batch, and a NaN stops the run
     before any checkpoint or best weights are written from it.
     """
-    if fault_point("nonfinite", trainer.epoch * len(trainer.train_loader) + n):
+    state = trainer.state
+    if fault_point("nonfinite", state.epoch * len(trainer.train_loader) + n):
         loss.data.fill_(float("nan"))
-    row = {"epoch": trainer.epoch, "batch": n, "step": trainer.step, "loss": loss.detach().float(),
+    row = {"epoch": state.epoch, "batch": n, "step": state.step, "loss": loss.detach().float(),
            "index": batch.get("index")}
-    trainer.step_rows.append(row)
+    state.step_rows.append(row)
     if not trainer.config.skip_nonfinite:
         return False
     value = row["loss"].item()
     if not _any_process(trainer, not math.isfinite(value)):
         return False
-    if trainer.skipped_nonfinite < trainer.config.skip_nonfinite:
-        trainer.skipped_nonfinite += 1
+    if state.skipped_nonfinite < trainer.config.skip_nonfinite:
+        state.skipped_nonfinite += 1
         trainer.accelerator.print(f"non-finite loss ({value}) at {_where(trainer, row)}: batch skipped "
-                                  f"({trainer.skipped_nonfinite}/{trainer.config.skip_nonfinite} allowed)")
+                                  f"({state.skipped_nonfinite}/{trainer.config.skip_nonfinite} allowed)")
         return True
     _stop_nonfinite(trainer, row, value)
 
@@ -249,34 +284,33 @@ def _stop_nonfinite(trainer, row: dict | None, value: float) -> None:
                         f"or allow skipping with --skip_nonfinite=N")
 
 
-def end_step(trainer, n: int, loss_sum: torch.Tensor) -> None:
-    """After an optimizer step: a mid-epoch checkpoint every --ckpt_every steps."""
-    fault_point("step", trainer.step)
+def end_step(trainer, n: int, loss_sum: torch.Tensor, updated: bool = True) -> None:
+    """After a gradient sync: a mid-epoch checkpoint every --ckpt_every applied updates."""
+    if updated:
+        fault_point("step", trainer.state.step)
     every, last = trainer.config.ckpt_every, n == len(trainer.train_loader)
-    if every and trainer.step % every == 0 and not last:
-        save_run_checkpoint(trainer, (trainer.epoch, n), loss_sum)
+    if updated and every and trainer.state.step % every == 0 and not last:
+        save_run_checkpoint(trainer, (trainer.state.epoch, n), loss_sum)
     elif last:
         flush_step_log(trainer)  # checks the epoch's losses before validation and best weights use them
 
 
 def end_epoch(trainer, improved: bool, stopped: bool) -> None:
     """After validation: an epoch-end checkpoint (the one kept as best when the score improved)."""
-    save_run_checkpoint(trainer, (trainer.epoch + 1, 0), None, stopped=stopped, best=improved)
+    save_run_checkpoint(trainer, (trainer.state.epoch + 1, 0), None, stopped=stopped, best=improved)
 
 
 def save_run_checkpoint(trainer, pos: tuple[int, int], loss_sum, stopped: bool = False, best: bool = False) -> str:
     """Write one checkpoint of the whole run state at position `pos` = (epoch, batches done in it)."""
-    acc, cfg = trainer.accelerator, trainer.config
+    acc, cfg, loop = trainer.accelerator, trainer.config, trainer.state
     name = f"e{pos[0]:04d}-b{pos[1]:06d}"
     if best:
-        trainer.best_ckpt = name
+        loop.best_ckpt = name
     flush_step_log(trainer)
     state = {
         "scheduler": scheduler_state(trainer.scheduler),
         "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
-        "step": trainer.step, "best": trainer.best, "best_epoch": trainer.best_epoch, "pos": pos,
-        "skipped_nonfinite": trainer.skipped_nonfinite, "best_ckpt": trainer.best_ckpt, "stopped": stopped,
-        "loss_sum": loss_sum.detach().cpu() if loss_sum is not None else None, "config": cfg.to_dict(),
+        **replace(loop, pos=pos, loss_sum=loss_sum, stopped=stopped).to_dict(), "config": cfg.to_dict(),
     }
 
     def write(folder: Path) -> None:
@@ -284,18 +318,18 @@ def save_run_checkpoint(trainer, pos: tuple[int, int], loss_sum, stopped: bool =
         if acc.is_main_process:
             torch.save(state, folder / STATE_FILE)
 
-    meta = {"epoch": pos[0], "batches_done": pos[1], "step": trainer.step, "num_processes": acc.num_processes,
+    meta = {"epoch": pos[0], "batches_done": pos[1], "step": loop.step, "num_processes": acc.num_processes,
             "config": cfg.to_dict()}
     root = checkpoint_root(trainer)
     write_checkpoint(root, name, write, meta, acc.is_main_process, acc.wait_for_everyone)
     if acc.is_main_process:
-        prune_checkpoints(root, cfg.keep_ckpts, {trainer.best_ckpt} if trainer.best_ckpt else set())
+        prune_checkpoints(root, cfg.keep_ckpts, {loop.best_ckpt} if loop.best_ckpt else set())
     return name
 
 
 def flush_step_log(trainer) -> None:
     """Move the recorded losses to the host (one sync), stop on a NaN/inf, append them to steps.jsonl."""
-    rows, trainer.step_rows = trainer.step_rows, []
+    rows, trainer.state.step_rows = trainer.state.step_rows, []
     if not rows:
         return
     values = torch.stack([r["loss"] for r in rows]).tolist()
@@ -309,5 +343,5 @@ def flush_step_log(trainer) -> None:
                             for r, v in zip(rows, values)))
 
 
-__all__ = ["CheckpointError", "NonFiniteLoss", "ResumeError", "begin_epoch", "check_loss", "end_epoch", "end_step",
+__all__ = ["CheckpointError", "LoopState", "NonFiniteLoss", "ResumeError", "begin_epoch", "check_loss", "end_epoch", "end_step",
            "find_resume", "restore_run", "save_run_checkpoint"]

@@ -27,14 +27,14 @@ from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
 from .heads import encode_targets, head_metrics, output_probs
-from .lineage import data_hash, git_state
+from .lineage import write_lineage
 from .losses import loss_from_config
 from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
-from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run
+from .resume import LoopState, begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run, state_alias
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
@@ -46,6 +46,8 @@ class Trainer:
     """Train and evaluate one experiment on one or all folds of a competition."""
 
     config: Config = Config()
+    # the loop's counters live in one LoopState (saved and restored by kit/resume.py); these names read it
+    epoch, step, best, best_epoch = (state_alias(name) for name in ("epoch", "step", "best", "best_epoch"))
 
     def __init__(self, config: Config | None = None):
         self.config = config if config is not None else type(self).config
@@ -60,6 +62,7 @@ class Trainer:
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
         )
         self.fold = self.ema = self.mixer = self.resume_dir = None
+        self.state = LoopState()
         self.tracking = Tracking(self)
         self.setup_data()
 
@@ -158,6 +161,21 @@ class Trainer:
         out["loss"] = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], eps, 1)).mean())
         return out
 
+    def backward_step(self, loss: torch.Tensor) -> None:
+        """Back-propagate `loss` (Accelerate scales it for fp16 and gradient accumulation)."""
+        self.accelerator.backward(loss)
+
+    def optimizer_step(self, batch: dict) -> None:
+        """Clip the gradients at an update, then step the optimizer; override for two-step updates (SAM)."""
+        acc, clip = self.accelerator, self.config.clip_grad
+        if acc.sync_gradients and clip > 0:
+            acc.clip_grad_norm_(self.model.parameters(), clip)
+        self.optimizer.step()
+
+    def scheduler_step(self) -> None:
+        """Advance the LR schedule to the current update count (called once per applied update)."""
+        self.scheduler.step_update(num_updates=self.step)
+
     def write_predictions(self, split: str, ids: list, probs: np.ndarray) -> None:
         """Save one fold's `oof` or `test` probabilities keyed by id (fold<k>/<split>.parquet)."""
         write_probs(self.fold_dir / f"{split}.parquet", ids, probs, self.comp)
@@ -189,7 +207,6 @@ class Trainer:
             self.model, optimizer, train_loader, valid_loader)
         # Not passed to prepare(): a prepared scheduler steps once per process; ours steps per update.
         self.scheduler = self.build_scheduler(self.optimizer, math.ceil(len(self.train_loader) / cfg.grad_accum))
-        self.step, self.best, self.best_epoch, self.history = 0, None, -1, []
         start_epoch = restore_run(self, self.resume_dir)  # kit/resume.py: every counter, RNG and state
         for epoch in range(start_epoch, cfg.epochs):
             self.epoch = epoch
@@ -254,7 +271,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop internals
     def _train_epoch(self) -> float:
-        cfg, acc = self.config, self.accelerator
+        acc = self.accelerator
         self.model.train()
         # data order and augmentation from (seed, epoch); after a resume, the batches done are skipped
         loader, first, loss_sum = begin_epoch(self)  # loss summed on device
@@ -267,25 +284,24 @@ class Trainer:
             with acc.accumulate(self.model):
                 out = self.train_step(batch)
                 skip = check_loss(self, out["loss"], batch, n)  # NaN/inf: skipped within budget, else stops
-                acc.backward(out["loss"])
-                if skip:
-                    self.optimizer.zero_grad(set_to_none=True)
-                elif acc.sync_gradients and cfg.clip_grad > 0:
-                    acc.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
-                self.optimizer.step()
+                self.backward_step(out["loss"])
+                if not skip:
+                    self.optimizer_step(batch)
                 self.optimizer.zero_grad(set_to_none=True)
             if skip:
                 continue
             loss_sum += out["loss"].detach()
             if acc.sync_gradients:
-                self.step += 1
-                self.scheduler.step_update(num_updates=self.step)
-                shown = self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
-                if shown is not None:  # the progress bar shows what was read for the trackers, no read of its own
-                    bar.set_postfix(loss=f"{shown:.4f}")
-                if self.ema is not None:
-                    self.ema.update(acc.unwrap_model(self.model), step=self.step)
-                end_step(self, n, loss_sum)  # a mid-epoch checkpoint every --ckpt_every steps
+                updated = not acc.optimizer_step_was_skipped  # fp16: the scaler found inf gradients
+                if updated:
+                    self.step += 1
+                    self.scheduler_step()
+                    shown = self.tracking.log_update(loss_sum, n)  # a host sync only every log_every updates
+                    if shown is not None:  # the bar shows what was read for the trackers, no read of its own
+                        bar.set_postfix(loss=f"{shown:.4f}")
+                    if self.ema is not None:
+                        self.ema.update(acc.unwrap_model(self.model), step=self.step)
+                end_step(self, n, loss_sum, updated)  # a mid-epoch checkpoint every --ckpt_every updates
         return (acc.reduce(loss_sum, "mean") / max(n, 1)).item()
 
     def _start_run_dir(self) -> None:
@@ -299,23 +315,9 @@ class Trainer:
             src = Path(inspect.getfile(type(self)))
             if src.exists():
                 shutil.copy(src, self.run_dir / "experiment.py")
-            self._write_lineage()
+            write_lineage(self)
         self.tracking.start()
         acc.wait_for_everyone()
-
-    def _write_lineage(self) -> None:
-        comp = self.comp
-        folds_file, train_csv = folds_mod.folds_path(comp), comp.path(comp.train_csv)
-        images = [comp.image_path(i, "train") for i in self.train_df[comp.id_column]]
-        lineage = {
-            "experiment": self.name, "experiment_file": str(Path(inspect.getfile(type(self))).resolve()),
-            "trainer_class": type(self).__name__, "competition": str(comp.root),
-            "folds_hash": folds_mod.file_hash(folds_file) if folds_file.exists() else None,
-            "data_hash": data_hash(train_csv, images) if train_csv.exists() else None, **git_state(),
-            "num_processes": self.accelerator.num_processes,
-            "mixed_precision": self.accelerator.mixed_precision,
-        }
-        (self.run_dir / "lineage.json").write_text(json.dumps(lineage, indent=1))
 
     def _save_best(self, probs: np.ndarray) -> None:
         acc = self.accelerator

@@ -20,20 +20,20 @@ SEED = int(os.environ.get("KIT_TEST_SEED", random.randrange(10**6)))
 SAME_WORKER = pytest.mark.xdist_group("resume_reference")  # the reference run is made once, on one worker
 
 
-def _run(comp, out, *extra, fault=""):
-    """accelerate launch the baseline; with `fault`, expect it to die by SIGKILL there."""
+def _run(comp, out, *extra, fault="", exp=BASELINE):
+    """accelerate launch the baseline (or `exp`); with `fault`, expect it to die by SIGKILL there."""
     args = [f"--comp={comp}", f"--out_dir={out}", *ARGS, *extra]
     if not fault:
-        return launch(BASELINE, *args)
-    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), str(BASELINE), *args]
+        return launch(exp, *args)
+    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), str(exp), *args]
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "KIT_FAULT": fault}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "fault: SIGKILL" in r.stderr, f"seed {SEED}, {fault}: not killed\n{r.stderr[-3000:]}"
     return r
 
 
-def _final(out):
-    fold = out / "exp001_baseline" / "fold0"
+def _final(out, name="exp001_baseline"):
+    fold = out / name / "fold0"
     found, _ = newest_complete(fold / "checkpoints")
     losses = [(r["epoch"], r["batch"], r["loss"]) for r in map(json.loads, (fold / "steps.jsonl").read_text().splitlines())]
     return (load_file(found.path / "model.safetensors"), load_file(fold / "best.safetensors"), losses,
@@ -110,6 +110,22 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp
 
 
 @pytest.mark.slow
+def test_an_experiment_with_a_two_step_sam_update_resumes_bitwise_exactly(demo_copy, tmp_path):
+    sam = ROOT / "experiments" / "exp004_sam.py"
+    short = ("--epochs=1", "--ema_decay=0")
+    _run(demo_copy, tmp_path / "whole", *short, exp=sam)
+    ref = _final(tmp_path / "whole", "exp004_sam")
+    plain = tmp_path / "plain"  # the same settings without the override: SAM must change the weights
+    _run(demo_copy, plain, *short, "--name=exp004_sam")
+    assert not torch.equal(*(_final(p, "exp004_sam")[0]["fc.weight"] for p in (tmp_path / "whole", plain)))
+    out = tmp_path / "resumed"
+    _run(demo_copy, out, *short, fault="step:3", exp=sam)  # killed after the checkpoint at step 2
+    r = _run(demo_copy, out, *short, exp=sam)
+    assert "resumed from" in r.stdout + r.stderr
+    _assert_same(_final(out, "exp004_sam"), ref, "SAM run killed at step 3 and resumed")
+
+
+@pytest.mark.slow
 def test_ddp_run_resumes_under_two_processes_and_refuses_one(demo_copy, tmp_path):
     out = tmp_path / "runs"
     args = [f"--comp={demo_copy}", f"--out_dir={out}", *ARGS, "--epochs=1", "--batch_size=8"]
@@ -138,7 +154,7 @@ def test_epoch_batches_do_not_depend_on_worker_history(demo_dir):
     from accelerate import Accelerator
 
     from kit.data import ImageDataset, build_loader
-    from kit.resume import begin_epoch
+    from kit.resume import LoopState, begin_epoch
     from kit.transforms import build_train_transforms
 
     paths = sorted((demo_dir / "train").glob("*.png"))[:24]
@@ -147,11 +163,11 @@ def test_epoch_batches_do_not_depend_on_worker_history(demo_dir):
         ds = ImageDataset(paths, list(range(24)), build_train_transforms("heavy", 16))
         acc = Accelerator(cpu=True)
         loader = acc.prepare(build_loader(ds, 8, num_workers=2, shuffle=True, seed=3))
-        t = SimpleNamespace(train_loader=loader, accelerator=acc, config=SimpleNamespace(seed=3), pos=(epochs[0], skip),
-                            loss0=None)
+        t = SimpleNamespace(train_loader=loader, accelerator=acc, config=SimpleNamespace(seed=3),
+                            state=LoopState(pos=(epochs[0], skip)))
         out = []
         for e in epochs:
-            t.epoch = e
+            t.state.epoch = e
             it, _, _ = begin_epoch(t)
             out = [(b["index"], b["image"]) for b in it]
         return out

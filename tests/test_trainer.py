@@ -105,3 +105,38 @@ def test_a_last_batch_of_one_row_is_dropped_not_crashed_on(tmp_path):
     trainer = BatchNormOddTail(BatchNormOddTail.config.override(out_dir=str(tmp_path)))
     summary = trainer.fit(0)
     assert trainer.step == 1 and summary["score"] is not None
+
+
+class ScalerSkips(Synthetic):
+    """fp16 autocast with a real GradScaler starting too high: the first optimizer steps are skipped."""
+
+    config = Synthetic.config.override(name="scaler_skips", epochs=1, ema_decay=0.5)
+
+    def build_optimizer(self, model):
+        # Accelerate attaches a scaler only for fp16 on an accelerator; torch's GradScaler runs on the CPU too
+        self.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 19, growth_interval=10**6)
+        self.seen, self.skipped = [], []
+        return super().build_optimizer(model)
+
+    def train_step(self, batch):
+        ema = torch.cat([p.detach().flatten() for p in self.ema.module.parameters()]).clone()
+        self.seen.append((self.step, self.optimizer.param_groups[0]["lr"], ema))
+        with torch.autocast("cpu", dtype=torch.float16):  # fp16 gradients overflow past 65504
+            return super().train_step(batch)
+
+    def optimizer_step(self, batch):
+        super().optimizer_step(batch)
+        self.skipped.append(self.accelerator.optimizer_step_was_skipped)
+
+
+def test_a_skipped_fp16_step_advances_neither_the_schedule_nor_the_ema(tmp_path):
+    trainer = ScalerSkips(ScalerSkips.config.override(out_dir=str(tmp_path)))
+    trainer.fit(0)
+    skipped = trainer.skipped
+    assert 0 < sum(skipped) < len(skipped) - 2, skipped  # some steps skipped, later ones applied
+    assert trainer.step == len(skipped) - sum(skipped)
+    for (step0, lr0, ema0), (step1, lr1, ema1), skip in zip(trainer.seen, trainer.seen[1:], skipped):
+        if skip:
+            assert step1 == step0 and lr1 == lr0 and torch.equal(ema1, ema0)
+        else:
+            assert step1 == step0 + 1 and lr1 != lr0 and not torch.equal(ema1, ema0)
