@@ -8,12 +8,17 @@ import fire
 from .config import load_config
 
 
+# demos of another kind get a folder of their own unless --out names one: never mixed into the digits folder
+DEMO_FOLDERS = {"segmentation": "data/demo_seg", "multilabel": "data/demo_multilabel"}
+
+
 def demo_data(out: str = "data/demo", seed: int = 0, task: str = "multiclass") -> None:
     """Write the demo competition (scikit-learn digits) to `out`; --task=multihead: digit_pair x parity heads;
-    --task=segmentation: synthetic shapes with RLE masks, in data/demo_seg unless --out says otherwise."""
+    --task=multilabel: the digits' properties (even, big, prime, loop), in data/demo_multilabel;
+    --task=segmentation: synthetic shapes with RLE masks, in data/demo_seg (unless --out says otherwise)."""
     from .demo import make_demo
-    if task == "segmentation" and out == "data/demo":  # never mix shapes into the digits folder
-        out = "data/demo_seg"
+    if out == "data/demo":
+        out = DEMO_FOLDERS.get(task, out)
     path = make_demo(out, seed, task)
     print(f"demo competition written to {path}")
 

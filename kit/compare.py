@@ -67,7 +67,7 @@ def submission_labels(comp: Competition, csv: Path) -> pd.Series:
         cols = [c for c in sub.columns if c in set(comp.classes)]
         probs = sub[cols].astype(float).to_numpy()
         return pd.Series(np.array(cols)[probs.argmax(1)], index=sub.index)
-    if kind == "label" and comp.task != "multihead":
+    if kind == "label" and comp.target in sub.columns:  # multihead submissions may have one column per head
         return sub[comp.target].astype(str)
     return sub.astype(str).agg(" | ".join, axis=1)
 

@@ -21,6 +21,16 @@ PUBLIC_SHARE = 0.4
 # The multihead demo: digit = 2 * pair + parity, a product of heads like mask x gender x age.
 HEADS = {"digit_pair": lambda d: f"{d - d % 2}-{d - d % 2 + 1}", "parity": lambda d: ("even", "odd")[d % 2]}
 HEAD_CLASSES = {"digit_pair": [f"{d}-{d + 1}" for d in range(0, 10, 2)], "parity": ["even", "odd"]}
+# The multilabel demo: properties of the digit, any number per image (a 1 has none; a 6 is even, big and looped).
+PROPERTIES = {"even": lambda d: d % 2 == 0, "big": lambda d: d >= 5, "prime": lambda d: d in (2, 3, 5, 7),
+              "loop": lambda d: d in (0, 6, 8, 9)}
+
+
+def _label(digit: str, task: str) -> str:
+    """The label cell of a digit: the digit itself, or its space-separated properties (multilabel)."""
+    if task != "multilabel":
+        return digit
+    return " ".join(name for name, has in PROPERTIES.items() if has(int(digit)))
 
 
 def _render(digit: np.ndarray) -> np.ndarray:
@@ -69,8 +79,8 @@ def make_demo(out: str | Path = "data/demo", seed: int = 0, task: str = "multicl
     if task == "segmentation":  # a different data set: synthetic shapes with RLE masks
         from .seg_demo import make_seg_demo
         return make_seg_demo(out, seed)
-    if task not in ("multiclass", "multihead"):
-        raise ValueError(f"--task={task!r}: the demo is 'multiclass', 'multihead' or 'segmentation'")
+    if task not in ("multiclass", "multihead", "multilabel"):
+        raise ValueError(f"--task={task!r}: the demo is 'multiclass', 'multihead', 'multilabel' or 'segmentation'")
     out = Path(out)
     rng = np.random.default_rng(seed)
     digits = load_digits()
@@ -93,10 +103,11 @@ def make_demo(out: str | Path = "data/demo", seed: int = 0, task: str = "multicl
         _write_png(out / "test" / f"{image_id}.png", _shift(_render(digits.images[i]), rng))
     labels = [str(int(digits.target[i])) for i in train_idx]
     heads = {h: [f(int(d)) for d in labels] for h, f in HEADS.items()} if task == "multihead" else {}
-    pd.DataFrame({"id": train_ids, "label": labels, **heads}).to_csv(out / "train.csv", index=False)
+    cells = [_label(d, task) for d in labels]
+    pd.DataFrame({"id": train_ids, "label": cells, **heads}).to_csv(out / "train.csv", index=False)
     test_order = sorted(test_ids)  # Kaggle's sample submissions are usually sorted by id
-    pd.DataFrame({"id": test_order, "label": "0"}).to_csv(out / "sample_submission.csv", index=False)
-    truth = dict(zip(test_ids, (str(int(digits.target[i])) for i in test_idx)))
+    pd.DataFrame({"id": test_order, "label": _label("0", task)}).to_csv(out / "sample_submission.csv", index=False)
+    truth = dict(zip(test_ids, (_label(str(int(digits.target[i])), task) for i in test_idx)))
     usage = np.where(rng.random(len(test_order)) < PUBLIC_SHARE, "Public", "Private")
     pd.DataFrame({"id": test_order, "label": [truth[i] for i in test_order], "Usage": usage}).to_csv(
         out / "leaderboard" / "solution.csv", index=False)
@@ -109,5 +120,7 @@ def make_demo(out: str | Path = "data/demo", seed: int = 0, task: str = "multicl
     }
     if task == "multihead":
         spec.update(task="multihead", target_columns=["label", *HEADS], heads=HEAD_CLASSES)
+    if task == "multilabel":
+        spec.update(name="demo_multilabel", task="multilabel", classes=list(PROPERTIES), metric="f1_micro")
     (out / "competition.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return out

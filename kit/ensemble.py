@@ -10,11 +10,11 @@ from scipy.optimize import differential_evolution
 from scipy.stats import rankdata
 
 from .competition import Competition
-from .heads import composite_probs, head_sizes
 from .lineage import git_state
-from .metrics import LOWER_IS_BETTER, get_metric, is_better, per_class_f1
+from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .submissions import run_competition
 from .tables import current_predict, output_columns, write_confusion, write_probs
+from .tasks import task_of
 
 METHODS = ("soft", "hard", "rank", "weighted")
 
@@ -67,7 +67,7 @@ def _align(tables: list, id_col: str, cols: list[str]) -> tuple[list, np.ndarray
 
 def _slices(comp: Competition, n_cols: int) -> list[slice]:
     """Column ranges that are one probability distribution each: the heads, or all classes."""
-    sizes = head_sizes(comp) if comp.task == "multihead" else [n_cols]
+    sizes = task_of(comp).groups(n_cols)
     edges = np.cumsum([0, *sizes])
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -86,6 +86,9 @@ def blend(stack: np.ndarray, method: str, comp: Competition, weights: np.ndarray
     out = np.empty(stack.shape[1:])
     for s in _slices(comp, stack.shape[2]):
         part = stack[:, :, s]
+        if part.shape[2] == 1 and method in ("hard", "rank"):
+            raise ValueError(f"--method={method} votes among classes; multilabel columns are independent: "
+                             "use soft or weighted")
         if method == "hard":
             votes = np.eye(part.shape[2])[part.argmax(2)].sum(0)  # (rows, classes) vote counts
             out[:, s] = (votes + part.mean(0)) / (m + 1)
@@ -99,15 +102,13 @@ def blend(stack: np.ndarray, method: str, comp: Competition, weights: np.ndarray
 
 def make_scorer(comp: Competition, oof_ids: list):
     """(score(probs) with the competition metric on the OOF rows, their class indices)."""
-    labels = comp.read_train().set_index(comp.id_column)[comp.target]
-    unknown = [i for i in oof_ids if i not in labels.index]
+    train = comp.read_train().set_index(comp.id_column)
+    unknown = [i for i in oof_ids if i not in train.index]
     if unknown:
         raise ValueError(f"{len(unknown)} OOF id(s) are not in {comp.path(comp.train_csv)}, e.g. {unknown[:3]}")
-    y = labels.loc[oof_ids].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
-    metric = get_metric(comp.metric)
-    if comp.task == "multihead":
-        return lambda p: metric(y, composite_probs(comp, p)), y
-    return lambda p: metric(y, p), y
+    task, metric = task_of(comp), get_metric(comp.metric)
+    y = task.label_targets(train.loc[oof_ids].reset_index())
+    return lambda p: metric(y, task.label_probs(p)), y
 
 
 def fit_weights(stack: np.ndarray, score, metric: str, seed: int = 0) -> np.ndarray:
@@ -150,13 +151,14 @@ def ensemble_runs(names: list[str], method: str = "soft", name: str = "", runs: 
     oof, test = blend(oof_stack, method, comp, weights), blend(test_stack, method, comp, weights)
     members_cv = {n: score(s) for n, s in zip(names, oof_stack)}
     cv = score(oof)
-    probs = composite_probs(comp, oof) if comp.task == "multihead" else oof
+    probs = task_of(comp).label_probs(oof)
     out.mkdir(parents=True, exist_ok=True)
     write_probs(out / "oof.parquet", oof_ids, oof, comp)
     write_probs(out / "test.parquet", extra["test_ids"], test, comp)
     w = {n: float(v) for n, v in zip(names, weights)}
+    task = task_of(comp)
     info = {"cv": cv, "metric": comp.metric, "method": method, "weights": w, "members_cv": members_cv,
-            "per_class_f1": dict(zip(comp.classes, per_class_f1(y, probs)))}
+            **task.tune(y, probs), "per_class_f1": dict(zip(comp.classes, task.per_class_f1(y, probs)))}
     (out / "cv.json").write_text(json.dumps(info, indent=1))
     (out / "ensemble.json").write_text(json.dumps({"members": w, "method": method, "competition": str(comp.root),
                                                    "oof_tables": extra["oof_files"]}, indent=1))

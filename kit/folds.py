@@ -45,7 +45,7 @@ def label_matrix(comp: Competition, df: pd.DataFrame) -> np.ndarray:
         return df[cols].astype(float).astype(int).to_numpy()
     index = {c: i for i, c in enumerate(comp.classes)}
     y = np.zeros((len(df), len(comp.classes)), dtype=int)
-    for row, value in enumerate(df[cols[0]]):
+    for row, value in enumerate(df[cols[0]].fillna("")):
         for token in str(value).split():
             if token not in index:
                 raise CompetitionError(f"{comp.train_csv}: row {row + 2}, column {cols[0]}: label {token!r} is not "
@@ -116,11 +116,14 @@ def write_folds(folds: pd.DataFrame, path: Path, force: bool = False) -> Path:
     return path
 
 
-def load_folds(comp: Competition, train: pd.DataFrame, n: int = 5, seed: int = 42) -> pd.DataFrame:
-    """Read folds.csv, creating stratified folds first when the competition has none."""
+def load_folds(comp: Competition, train: pd.DataFrame, n: int = 5, seed: int = 42,
+               scheme: str = "stratified") -> pd.DataFrame:
+    """Read folds.csv, creating folds first (stratified, or the task's own scheme) when the competition has none."""
     path = folds_path(comp)
     if not path.exists():
-        write_folds(make_stratified(train, comp.id_column, comp.target, n, seed), path)
+        made = (make_stratified(train, comp.id_column, comp.target, n, seed) if scheme == "stratified"
+                else make_folds(comp, train, n, scheme, seed))
+        write_folds(made, path)
     folds = read_table(path)
     folds["fold"] = folds["fold"].astype(int)
     missing = set(train[comp.id_column]) - set(folds[comp.id_column])

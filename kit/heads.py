@@ -38,13 +38,11 @@ def check_heads(comp: Competition) -> None:
 
 
 def encode_targets(comp: Competition, rows: pd.DataFrame, csv: str = "") -> np.ndarray:
-    """Class indices: (N,) for one target, (N, heads) for multihead; an unknown value is named with its row."""
-    if comp.task != "multihead":
-        return _encode_column(rows, comp.target, comp.classes, csv, comp.id_column)
+    """(N, heads) class indices of a multihead table; an unknown value is named with its row."""
     check_heads(comp)
-    heads = np.stack([_encode_column(rows, h, classes, csv, comp.id_column) for h, classes in comp.heads.items()], 1)
+    heads = np.stack([encode_column(rows, h, classes, csv, comp.id_column) for h, classes in comp.heads.items()], 1)
     if comp.target not in comp.heads and comp.target in rows.columns:  # the composite label must agree
-        label = _encode_column(rows, comp.target, comp.classes, csv, comp.id_column)
+        label = encode_column(rows, comp.target, comp.classes, csv, comp.id_column)
         wrong = np.flatnonzero(label != composite_index(comp, heads))
         if len(wrong):
             i = int(wrong[0])
@@ -59,7 +57,8 @@ def _where(rows: pd.DataFrame, i: int, csv: str, id_column: str) -> str:
     return f"{csv or 'train table'}: {row}"
 
 
-def _encode_column(rows: pd.DataFrame, column: str, classes: list, csv: str, id_column: str = "id") -> np.ndarray:
+def encode_column(rows: pd.DataFrame, column: str, classes: list, csv: str, id_column: str = "id") -> np.ndarray:
+    """Class index of every row's value in `column`; an unknown value is named with its row."""
     if column not in rows.columns:
         raise CompetitionError(f"{csv or 'train table'}: no column {column!r} (found {list(rows.columns)})")
     index = {c: i for i, c in enumerate(classes)}
@@ -73,9 +72,7 @@ def _encode_column(rows: pd.DataFrame, column: str, classes: list, csv: str, id_
 
 
 def output_probs(comp: Competition, logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the classes, or over each head's slice for multihead (columns `head:class`)."""
-    if comp.task != "multihead":
-        return logits.softmax(-1)
+    """A softmax over each head's slice (columns `head:class`)."""
     return torch.cat([chunk.softmax(-1) for chunk in logits.split(head_sizes(comp), -1)], -1)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from .competition import Competition, CompetitionError, read_table
 from .metrics import get_metric
+from .tasks import task_of
 
 
 def has_leaderboard(comp: Competition) -> bool:
@@ -24,12 +25,7 @@ def submission_probs(comp: Competition, sub, ids) -> np.ndarray:
     if comp.submission.get("kind", "label") == "probs":
         cols = [c for c in table.columns if c in set(comp.classes)] or list(table.columns)
         return table[cols].apply(lambda c: c.astype(float)).fillna(0.0).to_numpy(np.float64)
-    index = {c: i for i, c in enumerate(comp.classes)}
-    pred = table[comp.target].map(index).fillna(-1).astype(int).to_numpy()
-    onehot = np.zeros((len(pred), len(comp.classes)))
-    ok = pred >= 0
-    onehot[np.flatnonzero(ok), pred[ok]] = 1.0
-    return onehot
+    return task_of(comp).submitted_probs(table[comp.target])
 
 
 def score_submission(comp: Competition, csv: str | Path) -> dict:
@@ -41,11 +37,10 @@ def score_submission(comp: Competition, csv: str | Path) -> dict:
         return score_rle_submission(comp, csv)
     solution = read_table(comp.path(comp.leaderboard))
     sub = read_table(Path(csv))
-    index = {c: i for i, c in enumerate(comp.classes)}
-    metric = get_metric(comp.metric)
+    task, metric = task_of(comp), get_metric(comp.metric)
     out = {}
     for usage in ("Public", "Private"):
         part = solution[solution["Usage"] == usage]
-        y = part[comp.target].map(index).to_numpy()
+        y = task.label_targets(part)
         out[usage.lower()] = metric(y, submission_probs(comp, sub, part[comp.id_column]))
     return out

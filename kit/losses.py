@@ -92,20 +92,6 @@ class MultiHeadLoss(nn.Module):
         return sum(self.parts.values())
 
 
-def loss_from_config(cfg, comp, train_df) -> nn.Module:
-    """The loss the config names for this competition: one per head for multihead, class counts from train."""
-    soft = cfg.mixup > 0 or cfg.cutmix > 0
-
-    def make(column: str, classes: list) -> nn.Module:
-        counts = train_df[column].value_counts().reindex(classes, fill_value=0).to_numpy()
-        return create_loss(cfg.loss, len(classes), counts if cfg.loss == "weighted_ce" else None, cfg.smoothing,
-                           cfg.focal_gamma, soft, comp.task == "multilabel")
-
-    if comp.task == "multihead":
-        return MultiHeadLoss({h: make(h, c) for h, c in comp.heads.items()}, [len(c) for c in comp.heads.values()])
-    return make(comp.target, comp.classes)
-
-
 def create_loss(name: str, num_classes: int, class_counts=None, smoothing: float = 0.0, gamma: float = 2.0,
                 soft_targets: bool = False, multilabel: bool = False) -> nn.Module:
     """A loss by name; `soft_targets` when MixUp/CutMix feed probability rows (smoothing is then in them)."""

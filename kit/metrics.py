@@ -28,7 +28,23 @@ def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=np.arange(probs.shape[1])))
 
 
-METRICS = {"macro_f1": macro_f1, "accuracy": accuracy, "log_loss": log_loss, "roc_auc": roc_auc}
+def f1_micro(y_true: np.ndarray, probs: np.ndarray, threshold=0.5) -> float:
+    """Multilabel micro-F1: every (row, class) decision counts once; 0/1 truth, a class is on at `threshold`."""
+    return float(skm.f1_score(y_true, probs >= threshold, average="micro", zero_division=0))
+
+
+def f1_macro(y_true: np.ndarray, probs: np.ndarray, threshold=0.5) -> float:
+    """Multilabel macro-F1: the mean of the per-class F1 at `threshold`."""
+    return float(skm.f1_score(y_true, probs >= threshold, average="macro", zero_division=0))
+
+
+def mean_average_precision(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Multilabel mAP: average precision of each class's ranking, averaged over classes (no threshold)."""
+    return float(skm.average_precision_score(y_true, probs, average="macro"))
+
+
+METRICS = {"macro_f1": macro_f1, "accuracy": accuracy, "log_loss": log_loss, "roc_auc": roc_auc,
+           "f1_micro": f1_micro, "f1_macro": f1_macro, "map": mean_average_precision}
 LOWER_IS_BETTER = {"log_loss"}
 
 

@@ -9,12 +9,10 @@ class MixingError(ValueError):
 
 
 def create_mixer(mixup: float, cutmix: float, prob: float, smoothing: float, num_classes: int,
-                 batch_size: int, task: str = "multiclass") -> Mixup | None:
+                 batch_size: int) -> Mixup | None:
     """timm's Mixup when --mixup or --cutmix is on, else None; checked before any training starts."""
     if mixup <= 0 and cutmix <= 0:
         return None
-    if task == "multihead":
-        raise MixingError("--mixup/--cutmix mix one label per row; a multihead competition has several")
     if batch_size % 2:  # Mixup pairs each row with its mirror; the train loader drops a short last batch
         raise MixingError(f"--batch_size={batch_size} must be even with --mixup/--cutmix")
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=prob, label_smoothing=smoothing,

@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 from . import folds as folds_mod
 from .config import load_config
 from .data import build_loader
-from .heads import head_sizes
 from .models import load_state_dict
 from .tables import output_columns, score_oof, write_confusion, write_probs
 from .trainer import Trainer
@@ -64,8 +63,8 @@ def fold_models(trainer: Trainer) -> dict[int, torch.nn.Module]:
 
 def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
     """Renormalise a geometric mean within each head (multi-head) or over all classes."""
-    sizes = head_sizes(trainer.comp) if trainer.comp.task == "multihead" else [probs.shape[1]]
-    return torch.cat([p / p.sum(1, keepdim=True) for p in probs.split(sizes, 1)], 1)
+    sizes = trainer.task.groups(probs.shape[1])
+    return torch.cat([p / p.sum(1, keepdim=True) if p.shape[1] > 1 else p for p in probs.split(sizes, 1)], 1)
 
 
 @torch.no_grad()

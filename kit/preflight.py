@@ -11,6 +11,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from .competition import Competition, CompetitionError
+from .tasks import task_of
 
 
 class PreflightError(CompetitionError):
@@ -31,7 +32,7 @@ def check_train_table(comp: Competition, df: pd.DataFrame) -> list[str]:
     for i in ids.index[dup]:
         first = ids.index[(ids == ids[i]) & ~dup][0]
         problems.append(f"{_where(csv, i, comp.id_column, ids[i])}: duplicate id (first at line {first + 2})")
-    if comp.task == "multiclass":
+    if task_of(comp).one_label_per_row:
         known = set(comp.classes)
         col = comp.target
         for i in df.index[~df[col].isin(known)]:

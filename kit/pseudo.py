@@ -19,6 +19,7 @@ import pandas as pd
 from .competition import Competition, CompetitionError, load_competition
 from .config import load_config
 from .tables import output_columns
+from .tasks import task_of
 
 
 def select_rows(probs: np.ndarray, threshold: float = 0.9, per_class_top: int = 0) -> np.ndarray:
@@ -102,7 +103,7 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
         experiment = parent_dir / "experiment.py"
     base_cfg = load_config(parent_dir / "config.yaml")
     comp = load_competition(base_cfg.comp)
-    if comp.task != "multiclass":  # confidence = the top softmax probability: one label per row
+    if not task_of(comp).one_label_per_row:  # confidence = the top softmax probability: one label per row
         raise CompetitionError(f"{comp.root}/competition.yaml: task {comp.task!r}: kit pseudo labels multiclass "
                                "competitions only")
     train_ids = set(comp.read_train()[comp.id_column])

@@ -49,7 +49,7 @@ def create_sampler(name: str, dataset, comp=None, seed: int = 0) -> Sampler | No
     if getattr(dataset, "targets", None) is None:
         raise ValueError(f"--sampler={name} needs the train dataset's class indices as `dataset.targets`")
     labels = np.asarray(dataset.targets)
-    if comp is not None and comp.task == "multihead":
-        from .heads import composite_index
-        labels = composite_index(comp, labels)  # balance the composite classes
+    if comp is not None:
+        from .tasks import task_of
+        labels = task_of(comp).sampler_labels(labels)  # multihead: balance the composite classes
     return ClassBalancedSampler(labels, power=1.0 if name == "balanced" else 0.5, seed=seed)

@@ -13,6 +13,7 @@ from .competition import Competition, load_competition, read_table
 from .config import load_config
 from .ledger import Ledger, utc_now
 from .tables import current_predict, output_columns, read_probs
+from .tasks import task_of
 from .validate import validate_submission
 
 __all__ = ["SubmissionError", "build_submission", "validate_submission", "write_submission", "run_lineage",
@@ -29,10 +30,8 @@ def build_submission(comp: Competition, test_table: Path) -> pd.DataFrame:
     sample = read_table(comp.path(comp.sample_submission))
     kind = comp.submission.get("kind", "label")
     if kind == "label":
-        if comp.task == "multihead":  # one composite label from the product of the head probabilities
-            from .heads import composite_probs
-            probs = composite_probs(comp, probs)
-        pred = pd.DataFrame({comp.id_column: ids, comp.target: [comp.classes[i] for i in probs.argmax(1)]})
+        task = task_of(comp, _read_json(Path(test_table).parent / "cv.json"))  # multilabel: tuned thresholds
+        pred = pd.DataFrame({comp.id_column: ids, comp.target: task.submission_labels(probs)})
     elif kind == "probs":
         pred = pd.DataFrame(probs, columns=output_columns(comp))
         pred.insert(0, comp.id_column, ids)

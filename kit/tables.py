@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .competition import Competition
-from .metrics import get_metric, per_class_f1
+from .metrics import get_metric
+from .tasks import task_of
 
 
 def write_probs(path: Path, ids: list, probs: np.ndarray, comp: Competition) -> None:
@@ -22,9 +23,7 @@ def write_probs(path: Path, ids: list, probs: np.ndarray, comp: Competition) -> 
 
 def output_columns(comp: Competition) -> list[str]:
     """Names of the probability columns: the classes, or head:class for multi-head."""
-    if comp.task == "multihead":
-        return [f"{h}:{c}" for h, cs in comp.heads.items() for c in cs]
-    return list(comp.classes)
+    return task_of(comp).output_columns()
 
 
 def read_probs(path: Path, comp: Competition) -> tuple[list, np.ndarray]:
@@ -34,21 +33,18 @@ def read_probs(path: Path, comp: Competition) -> tuple[list, np.ndarray]:
 
 
 def oof_labels(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(class index per OOF row, class probabilities): multi-head tables give composite-class probabilities."""
-    labels = train_df.set_index(comp.id_column)[comp.target]
-    y = labels.loc[oof[comp.id_column]].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
+    """(truth per OOF row, label probabilities): multi-head tables give composite-class probabilities."""
+    task = task_of(comp)
+    y = task.label_targets(train_df.set_index(comp.id_column).loc[oof[comp.id_column]].reset_index())
     probs = oof[output_columns(comp)].to_numpy(np.float64)
-    if comp.task == "multihead":  # scored on the composite label, as the submission is
-        from .heads import composite_probs
-        probs = composite_probs(comp, probs)
-    return y, probs
+    return y, task.label_probs(probs)  # multihead: scored on the composite label, as submitted
 
 
 def score_oof(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> dict:
     """The competition metric and per-class F1 of an OOF table against the train labels."""
     y, probs = oof_labels(comp, train_df, oof)
     return {"score": get_metric(comp.metric)(y, probs),
-            "per_class_f1": dict(zip(comp.classes, per_class_f1(y, probs)))}
+            "per_class_f1": dict(zip(comp.classes, task_of(comp).per_class_f1(y, probs)))}
 
 
 def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds: pd.DataFrame) -> dict:
@@ -66,6 +62,7 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
         oof.to_parquet(run_dir / "oof.parquet", index=False)
         scored = score_oof(comp, train_df, oof)
         result.update(cv=scored["score"], per_class_f1=scored["per_class_f1"], metric=comp.metric)
+        result.update(task_of(comp).tune(*oof_labels(comp, train_df, oof)))  # multilabel: per-class thresholds
         (run_dir / "cv.json").write_text(json.dumps(result, indent=1))
         write_confusion(run_dir, comp, train_df, oof)
     tests = [run_dir / f"fold{k}" / "test.parquet" for k in done]
@@ -92,9 +89,11 @@ def current_predict(run_dir: Path) -> dict | None:
 
 
 def write_confusion(run_dir: Path, comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame,
-                    name: str = "confusion.png") -> Path:
-    """The OOF confusion matrix as runs/<exp>/confusion.png."""
+                    name: str = "confusion.png") -> Path | None:
+    """The OOF confusion matrix as runs/<exp>/confusion.png (None where rows hold several classes)."""
     from .plots import plot_confusion
+    if not task_of(comp).one_submitted_label:
+        return None
     y, probs = oof_labels(comp, train_df, oof)
     return plot_confusion(y, probs.argmax(1), list(comp.classes), Path(run_dir) / name,
                           f"{Path(run_dir).name}: OOF confusion ({len(y)} rows)")

@@ -184,7 +184,7 @@ class Tracking:
     def log_fold_end(self, valid_ds) -> None:
         """Per-class F1 table, confusion matrix and misclassified images of the fold's best epoch."""
         t = self.trainer
-        if not self.names or not t.accelerator.is_main_process or t.comp.task != "multiclass":
+        if not self.names or not t.accelerator.is_main_process or not t.task.one_label_per_row:
             return
         from .tables import read_probs
         ids, probs = read_probs(t.fold_dir / "oof.parquet", t.comp)

@@ -26,16 +26,15 @@ from .config import Config, save_config
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
-from .heads import encode_targets, head_metrics, output_probs
 from .lineage import write_lineage
-from .losses import loss_from_config
 from .memory import compile_in_place, set_channels_last
-from .metrics import LOWER_IS_BETTER, get_metric, is_better
+from .metrics import LOWER_IS_BETTER, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
 from .resume import LoopState, begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run, state_alias
 from .sampling import create_sampler
+from .tasks import task_of
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
 from .tracking import Tracking, parse_trackers, sweep_run_name
@@ -66,6 +65,11 @@ class Trainer:
         self.tracking = Tracking(self)
         self.setup_data()
 
+    @property
+    def task(self):
+        """What differs between competition kinds (kit/tasks.py), for this trainer's competition."""
+        return task_of(self.comp)
+
     # ------------------------------------------------------------------ override points
     def setup_data(self) -> None:
         """Load the competition, run the pre-flight checks, read (or make) the folds."""
@@ -73,7 +77,7 @@ class Trainer:
         self.comp = load_competition(cfg.comp)
         with self.accelerator.main_process_first():  # rank 0 writes folds and the scan cache first
             full = preflight(self.comp, include_test=cfg.predict_test)
-            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
@@ -92,7 +96,7 @@ class Trainer:
         for split, rows in (("train", df[df.fold != fold]), ("valid", df[df.fold == fold])):
             rows = rows.reset_index(drop=True)
             paths = [self.comp.image_path(i, "train") for i in rows[self.comp.id_column]]
-            targets = encode_targets(self.comp, rows, self.comp.train_csv)  # (N,) or (N, heads) class indices
+            targets = self.task.encode_targets(rows, self.comp.train_csv)  # (N,), (N, heads) or (N, classes)
             view_seed = self.config.seed if split == "valid" and self.config.valid_aug != "none" else None
             ds = ImageDataset(paths, targets, self.build_transforms(split), view_seed)
             ds.ids = rows[self.comp.id_column].tolist()
@@ -117,13 +121,14 @@ class Trainer:
 
     def build_loss(self) -> torch.nn.Module:
         """The loss named by --loss (one per head for multihead; soft targets when mixing)."""
-        return loss_from_config(self.config, self.comp, self.train_df)
+        return self.task.build_loss(self.config, self.train_df)
 
     def build_mixer(self):
         """MixUp/CutMix (timm's Mixup) applied to each train batch, or None."""
         cfg = self.config
-        return create_mixer(cfg.mixup, cfg.cutmix, cfg.mix_prob, cfg.smoothing, self.comp.num_classes,
-                            cfg.batch_size, self.comp.task)
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            self.task.check_mixing()
+        return create_mixer(cfg.mixup, cfg.cutmix, cfg.mix_prob, cfg.smoothing, self.comp.num_classes, cfg.batch_size)
 
     def build_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """Optimizer through timm (weight decay skips biases and norms; the backbone may learn slower)."""
@@ -149,17 +154,11 @@ class Trainer:
 
     def eval_step(self, batch: dict) -> dict:
         """Forward one batch without gradients; return class `probs`."""
-        return {"probs": output_probs(self.comp, self.model(batch["image"]).float())}
+        return {"probs": self.task.output_probs(self.model(batch["image"]).float())}
 
     def compute_metrics(self, probs: np.ndarray, targets: np.ndarray) -> dict:
         """Validation metrics; `score` is the competition metric that selects the best epoch."""
-        if self.comp.task == "multihead":
-            return head_metrics(self.comp, probs, targets)
-        metric = self.comp.metric
-        out = {"score": get_metric(metric)(targets, probs), "accuracy": float((probs.argmax(1) == targets).mean())}
-        eps = 1e-7
-        out["loss"] = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], eps, 1)).mean())
-        return out
+        return self.task.compute_metrics(probs, targets)
 
     def backward_step(self, loss: torch.Tensor) -> None:
         """Back-propagate `loss` (Accelerate scales it for fp16 and gradient accumulation)."""

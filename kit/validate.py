@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .competition import Competition, read_table
+from .tasks import task_of
 
 BOM = b"\xef\xbb\xbf"
 NON_FINITE = {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity",
@@ -71,7 +72,9 @@ def validate_submission(comp: Competition, csv_path: str | Path, per_kind: int =
         return out.report()
     kind = comp.submission.get("kind", "label")
     value_cols = [c for c in want if c != comp.id_column]
-    table = _check_shape(body, want, out, empty_ok=set(value_cols) if kind == "rle" else set())
+    # an empty RLE cell is an empty mask; an empty multilabel cell, a row with no class
+    empty_ok = kind == "rle" or (kind == "label" and not task_of(comp).one_submitted_label)
+    table = _check_shape(body, want, out, empty_ok=set(value_cols) if empty_ok else set())
     _check_ids(comp, sample, table, out)
     if kind == "label":
         _check_labels(comp, table, value_cols, out)
@@ -167,7 +170,7 @@ def _check_shape(body, want: list[str], out: Problems, empty_ok: set) -> pd.Data
         stray = cells != cells.str.strip()
         for line, value in zip(table["_row"][stray], cells[stray]):
             out.add("whitespace", line, col, f"{value!r} has leading/trailing whitespace")
-        if col in empty_ok:  # an empty RLE cell is an empty mask
+        if col in empty_ok:
             continue
         for line in table["_row"][cells.str.strip() == ""]:
             out.add("empty", line, col, "empty cell")
@@ -225,7 +228,7 @@ def _check_labels(comp: Competition, table: pd.DataFrame, cols: list[str], out: 
         cells = table[col].str.strip()
         suspect = (cells != "") & ~cells.isin(allowed)
         for line, value in zip(table["_row"][suspect], table[col][suspect]):
-            tokens = value.split() if comp.task == "multilabel" else [value.strip()]
+            tokens = task_of(comp).label_tokens(value)
             for tok in tokens:
                 if tok in allowed:
                     continue

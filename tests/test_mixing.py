@@ -1,10 +1,14 @@
 """MixUp/CutMix: soft targets sum to 1 per row, and an odd-size batch never reaches timm's Mixup."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from timm.data import Mixup
 
+from kit.competition import Competition
 from kit.mixing import MixingError, create_mixer, mix_batch
+from kit.tasks import task_of
 from tests.tiny import Tiny
 
 
@@ -28,8 +32,13 @@ def test_mixing_is_off_by_default_and_odd_batch_or_multihead_is_refused():
     assert create_mixer(0.0, 0.0, 1.0, 0.0, 5, 7) is None
     with pytest.raises(MixingError, match="--batch_size=7 must be even"):
         create_mixer(0.2, 0.0, 1.0, 0.0, 5, 7)
+    heads = {"a": ["x", "y"], "b": ["u", "v"]}
+    multihead = Competition(root=Path("."), name="mh", task="multihead", heads=heads, classes=list("0123"))
     with pytest.raises(MixingError, match="multihead"):
-        create_mixer(0.2, 0.0, 1.0, 0.0, 5, 8, task="multihead")
+        task_of(multihead).check_mixing()  # the Trainer asks its task before building the mixer
+    multilabel = Competition(root=Path("."), name="ml", task="multilabel", classes=["a", "b"])
+    with pytest.raises(MixingError, match="multilabel"):
+        task_of(multilabel).check_mixing()
 
 
 class SizeRecordingMixup(Mixup):
