@@ -87,19 +87,8 @@ def augment_seeded(images: list, aug: str, size: int, seed: int) -> list:
 
 
 def _grid(images: list, titles: list, path: Path, cols: int = 8) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = max(1, int(np.ceil(len(images) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.4, rows * 1.6))
-    for ax in np.atleast_1d(axes).ravel():
-        ax.axis("off")
-    for ax, img, title in zip(np.atleast_1d(axes).ravel(), images, titles):
-        ax.imshow(img)
-        ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    from .figures import image_grid_figure, save_figure
+    save_figure(image_grid_figure(images, titles, cols), path, dpi=90)
 
 
 def stat_differences(train_imgs: list, test_imgs: list) -> pd.DataFrame:

@@ -181,9 +181,9 @@ def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs
     """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
     from .competition import CompetitionError
     from .predict import predict_run
-    from .submissions import run_competition
-    trained = (Path(runs) / exp / "config.yaml").exists()  # otherwise predict_run says what is missing
-    if trained and run_competition(Path(runs) / exp).task == "segmentation":  # masks: views undone, fold mean
+    from .rundir import RunDir
+    run = RunDir(Path(runs) / exp)  # untrained: predict_run says what is missing
+    if run.has_config() and run.competition().task == "segmentation":  # masks: views undone, fold mean
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
         info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch)

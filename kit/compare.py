@@ -87,25 +87,12 @@ def diff_submissions(comp: Competition, a: Path, b: Path, png: Path | None = Non
 
 
 def _image_grid(comp: Competition, ids, la: pd.Series, lb: pd.Series, png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from PIL import Image
-    cols = min(8, len(ids))
-    rows = -(-len(ids) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, ids):
-        path = comp.image_path(i, "test")
-        if path.exists():
-            ax.imshow(Image.open(path).convert("RGB"))
-        ax.set_title(f"{i}\na:{la[i][:12]} b:{lb[i][:12]}", fontsize=7)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return png
+
+    from .figures import image_grid_figure, save_figure
+    paths = [comp.image_path(i, "test") for i in ids]
+    images = [np.asarray(Image.open(p).convert("RGB")) if p.exists() else np.ones((8, 8, 3)) for p in paths]
+    return save_figure(image_grid_figure(images, [f"{i}\na:{la[i][:12]} b:{lb[i][:12]}" for i in ids]), png)
 
 
 def cv_lb_correlation(ledger: Ledger, competition: str = "", png: Path | None = None) -> dict:
@@ -128,9 +115,8 @@ def cv_lb_correlation(ledger: Ledger, competition: str = "", png: Path | None = 
 
 
 def _scatter(pts, cv, lb, info: dict, png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(cv, lb)
     for r, x, y in zip(pts, cv, lb):
@@ -197,9 +183,8 @@ def compare_schemes(ledger: Ledger, competition: str = "", png: Path | None = No
 
 
 def _scheme_scatter(table: dict, info: dict, png: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for scheme, pts in table.items():
         ax.scatter([p[1] for p in pts], [p[2] for p in pts], label=scheme)

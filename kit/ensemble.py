@@ -1,7 +1,6 @@
 """`kit ensemble`: blend runs' OOF and test tables into a new run folder that downstream treats as an experiment."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from scipy.stats import rankdata
 from .competition import Competition
 from .lineage import git_state
 from .metrics import LOWER_IS_BETTER, get_metric, is_better
-from .submissions import run_competition
+from .rundir import RunDir
 from .tables import current_predict, output_columns, write_confusion, write_probs
 from .tasks import task_of
 
@@ -34,7 +33,7 @@ def load_members(names: list[str], runs: str | Path) -> tuple[Competition, list,
         for path in (oof_path, run_dir / "test.parquet"):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found: `--fold=all` training (or `kit predict`) writes it")
-        comps.append(run_competition(run_dir))
+        comps.append(RunDir(run_dir).competition())
         oofs.append((oof_path, pd.read_parquet(oof_path)))
         tests.append((run_dir / "test.parquet", pd.read_parquet(run_dir / "test.parquet")))
     comp = comps[0]
@@ -140,8 +139,8 @@ def ensemble_runs(names: list[str], method: str = "soft", name: str = "", runs: 
         raise ValueError(f"an ensemble needs two or more runs, got {names}")
     if len(set(names)) != len(names) or name in names:
         raise ValueError(f"--name={name!r} and the members {names} must all differ")
-    out = Path(runs) / name
-    if (out / "config.yaml").exists() or any(out.glob("fold*")):
+    out, run = Path(runs) / name, RunDir(Path(runs) / name)
+    if run.has_config() or any(out.glob("fold*")):
         raise ValueError(f"{out} is a trained run, not an ensemble: choose another --name")
     comp, oof_ids, oof_stack, test_stack, extra = load_members(names, runs)
     score, y = make_scorer(comp, oof_ids)
@@ -159,13 +158,12 @@ def ensemble_runs(names: list[str], method: str = "soft", name: str = "", runs: 
     task = task_of(comp)
     info = {"cv": cv, "metric": comp.metric, "method": method, "weights": w, "members_cv": members_cv,
             **task.tune(y, probs), "per_class_f1": dict(zip(comp.classes, task.per_class_f1(y, probs)))}
-    (out / "cv.json").write_text(json.dumps(info, indent=1))
-    (out / "ensemble.json").write_text(json.dumps({"members": w, "method": method, "competition": str(comp.root),
-                                                   "oof_tables": extra["oof_files"]}, indent=1))
-    hashes = {json.loads(p.read_text()).get("folds_hash") for p in (Path(runs) / n / "lineage.json" for n in names)
-              if p.exists()}
+    run.write_json("cv", info)
+    run.write_json("ensemble", {"members": w, "method": method, "competition": str(comp.root),
+                                "oof_tables": extra["oof_files"]})
+    hashes = {m.get("folds_hash") for m in (RunDir(Path(runs) / n).read_json("lineage") for n in names) if m}
     lineage = {"experiment": name, "competition": str(comp.root), "members": names,
                "folds_hash": hashes.pop() if len(hashes) == 1 else None, **git_state()}
-    (out / "lineage.json").write_text(json.dumps(lineage, indent=1))
+    run.write_json("lineage", lineage)
     write_confusion(out, comp, comp.read_train(), pd.read_parquet(out / "oof.parquet"))
     return {**info, "run_dir": str(out)}

@@ -1,20 +1,34 @@
 """Figures a tracker shows: confusion matrix and a grid of misclassified validation images (matplotlib)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend: no display on servers, CI and training machines."""
     import matplotlib
-    matplotlib.use("Agg")  # no display on training machines
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    """Write a figure to a PNG atomically and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    pyplot().close(fig)
+    tmp.replace(path)
+    return path
 
 
 def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]):
     """Confusion matrix (rows: true class, columns: predicted), counts written in the cells."""
     from sklearn.metrics import confusion_matrix
-    plt = _pyplot()
+    plt = pyplot()
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
     side = max(3.0, 0.45 * len(classes) + 1.5)
     fig, ax = plt.subplots(figsize=(side, side))
@@ -33,10 +47,10 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str])
 
 def image_grid_figure(images: list[np.ndarray], titles: list[str], cols: int = 8):
     """A grid of HWC images with a title each (e.g. 'true -> predicted')."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = max(1, min(cols, len(images)))
     rows = max(1, -(-len(images) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)  # room for two-line titles
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles):
@@ -48,7 +62,7 @@ def image_grid_figure(images: list[np.ndarray], titles: list[str], cols: int = 8
 
 def figure_to_array(fig) -> np.ndarray:
     """Render a figure to an HWC uint8 RGB array and close it (what trackers' image logging takes)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig.canvas.draw()
     arr = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
     plt.close(fig)

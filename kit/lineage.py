@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import os
 import subprocess
 from pathlib import Path
 
 from .folds import file_hash, folds_path
+from .rundir import RunDir
 
 
 def git_state(cwd: str | Path = ".") -> dict:
@@ -50,4 +50,4 @@ def write_lineage(trainer) -> None:
         "num_processes": trainer.accelerator.num_processes,
         "mixed_precision": trainer.accelerator.mixed_precision,
     }
-    (trainer.run_dir / "lineage.json").write_text(json.dumps(lineage, indent=1))
+    RunDir(trainer.run_dir).write_json("lineage", lineage)

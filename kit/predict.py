@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import folds as folds_mod
-from .config import load_config
 from .data import build_loader
 from .models import load_state_dict
+from .rundir import RunDir
 from .tables import output_columns, score_oof, write_confusion, write_probs
 from .trainer import Trainer
 from .tta import COMBINE, auto_max_batch, parse_views, predict_views
@@ -22,7 +21,7 @@ from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
 def load_experiment_class(run_dir: Path) -> type:
     """The Trainer subclass that trained a run: its experiment.py snapshot, else the file lineage names."""
-    lineage = _read_json(run_dir / "lineage.json")
+    lineage = RunDir(run_dir).read_json("lineage") or {}
     for src in (run_dir / "experiment.py", Path(lineage.get("experiment_file") or "")):
         if src.is_file() and src.suffix == ".py":
             spec = importlib.util.spec_from_file_location(f"kit_run_{run_dir.name}", src)
@@ -38,11 +37,11 @@ def load_experiment_class(run_dir: Path) -> type:
 
 def open_run(exp: str, runs: str | Path = "runs", **overrides) -> Trainer:
     """A Trainer of runs/<exp> with the run's saved config (no tracker, nothing written)."""
-    run_dir = Path(runs) / exp
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir}/config.yaml not found: train the experiment first")
+    run_dir, run = Path(runs) / exp, RunDir(Path(runs) / exp)
+    if not run.has_config():
+        raise FileNotFoundError(f"{run.config_path} not found: train the experiment first")
     cls = load_experiment_class(run_dir)
-    config = load_config(run_dir / "config.yaml", type(cls.config))
+    config = run.config(type(cls.config))
     config = config.override(name=run_dir.name, out_dir=str(run_dir.parent), log_with="none", **overrides)
     return cls(config)
 
@@ -132,12 +131,13 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     info = {"views": views, "method": method, "folds": list(models), "all_folds": all_folds, "metric": comp.metric,
             "cv": cv, "cv_tta": scored["score"], "oof_tta": "oof_tta.parquet",
             "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}  # ties this record to that test table
-    (run_dir / "predict.json").write_text(json.dumps(info, indent=1))
-    if (run_dir / "cv.json").exists():  # per-class F1 with the views, beside the plain ones
-        cv_json = json.loads((run_dir / "cv.json").read_text())
+    run = RunDir(run_dir)
+    run.write_json("predict", info)
+    cv_json = run.read_json("cv")
+    if cv_json is not None:  # per-class F1 with the views, beside the plain ones
         cv_json["tta"] = {**{k: info[k] for k in ("views", "method", "cv_tta")},
                           "per_class_f1": scored["per_class_f1"]}
-        (run_dir / "cv.json").write_text(json.dumps(cv_json, indent=1))
+        run.write_json("cv", cv_json)
     info.update(test=str(run_dir / "test.parquet"), oof_tta=str(run_dir / "oof_tta.parquet"))
     trainer.accelerator.free_memory()
     return info
@@ -145,12 +145,9 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
 
 def _check_folds_unchanged(trainer: Trainer, run_dir: Path) -> None:
     """Refuse when folds.csv changed since training: the fold models' validation rows would be wrong."""
-    recorded = _read_json(run_dir / "lineage.json").get("folds_hash")
+    recorded = (RunDir(run_dir).read_json("lineage") or {}).get("folds_hash")
     path = folds_mod.folds_path(trainer.comp)
     if recorded and path.exists() and folds_mod.file_hash(path) != recorded:
         raise ValueError(f"{path} changed since {run_dir.name} was trained (lineage.json folds_hash): its fold models "
                          "would be scored on rows they trained on; retrain, or restore the folds file")
 
-
-def _read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text()) if Path(path).exists() else {}

@@ -7,7 +7,6 @@ Pseudo rows only ever join training parts; CV is measured on real labels alone.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .competition import Competition, CompetitionError, load_competition
-from .config import load_config
+from .rundir import RunDir
 from .tables import output_columns
 from .tasks import task_of
 
@@ -97,23 +96,24 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
     """Run pseudo-label rounds from runs/<exp>; each is runs/<exp>_pl<r>. Stops after `patience` rounds without a better CV."""
     runs_dir, launcher = Path(runs), launcher or []
     parent_dir = runs_dir / exp
-    lineage = json.loads((parent_dir / "lineage.json").read_text())
+    parent = RunDir(parent_dir)
+    lineage = parent.read_json("lineage")
     experiment = Path(lineage["experiment_file"])
     if not experiment.exists():
         experiment = parent_dir / "experiment.py"
-    base_cfg = load_config(parent_dir / "config.yaml")
+    base_cfg = parent.config()
     comp = load_competition(base_cfg.comp)
     if not task_of(comp).one_label_per_row:  # confidence = the top softmax probability: one label per row
         raise CompetitionError(f"{comp.root}/competition.yaml: task {comp.task!r}: kit pseudo labels multiclass "
                                "competitions only")
     train_ids = set(comp.read_train()[comp.id_column])
-    parent_cv = json.loads((parent_dir / "cv.json").read_text())["cv"]
+    parent_cv = parent.read_json("cv")["cv"]
     folds = sorted(int(p.name[4:]) for p in parent_dir.glob("fold*") if p.is_dir())
     report, previous, best_cv, stale = [], None, parent_cv, 0
     print(f"round 0 ({exp}): CV {parent_cv:.4f}")
     for r in range(1, rounds + 1):
         name = f"{exp}_pl{r}"
-        round_dir = runs_dir / name
+        round_dir, run = runs_dir / name, RunDir(runs_dir / name)
         round_dir.mkdir(parents=True, exist_ok=True)
         table_path = round_dir / "pseudo.parquet"
         if not table_path.exists():  # a resumed round keeps the labels it was started with
@@ -124,16 +124,16 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
         table = pd.read_parquet(table_path)
         meta = {"round": r, "parent": parent_dir.name, "root": exp, "threshold": threshold,
                 "per_class_top": per_class_top, "soft": soft, **summarize_round(table, comp, previous)}
-        (round_dir / "pseudo.json").write_text(json.dumps(meta, indent=1))
-        if not (round_dir / "cv.json").exists():
+        run.write_json("pseudo", meta)
+        if run.read_json("cv") is None:
             args = [f"--name={name}", "--fold=all", f"--pseudo={table_path}", f"--out_dir={runs_dir}",
                     f"--comp={base_cfg.comp}", *(extra_args or [])]
             _launch(experiment, args, launcher)
-        cv = json.loads((round_dir / "cv.json").read_text())["cv"]
+        cv = run.read_json("cv")["cv"]
         meta["cv"] = cv
         if submit is not None and meta.get("ledger_id") is None:
             meta.update(submit(name) or {})
-        (round_dir / "pseudo.json").write_text(json.dumps(meta, indent=1))
+        run.write_json("pseudo", meta)
         report.append(meta)
         print(format_round(meta, comp))
         stale = stale + 1 if cv <= best_cv else 0

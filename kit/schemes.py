@@ -7,12 +7,12 @@ scheme and `kit cvlb` can tell which of them moves with the leaderboard.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .data import ImageDataset, build_loader
+from .rundir import RunDir
 from .tables import score_oof, write_probs
 from .transforms import build_eval_transforms, build_train_transforms
 
@@ -58,5 +58,5 @@ def collect_schemes(run_dir: Path, cfg, comp, train_df: pd.DataFrame) -> dict | 
         oof = pd.concat([pd.read_parquet(run_dir / f"fold{k}" / file) for k in folds], ignore_index=True)
         scores[scheme] = score_oof(comp, train_df, oof)["score"]
     out = {"primary": primary_scheme(cfg), "folds": folds, "cv": scores}
-    (run_dir / "schemes.json").write_text(json.dumps(out, indent=1))
+    RunDir(run_dir).write_json("schemes", out)
     return out

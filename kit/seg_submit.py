@@ -8,7 +8,6 @@ Pixel order is `submission.order`, else `masks.order`.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from .competition import Competition, CompetitionError, read_table
 from .rle import rle_decode, rle_encode
+from .rundir import RunDir
 from .seg_data import MaskSpec, mask_spec, read_masks
 from .seg_metrics import binarize, drop_small, pair_scores
 
@@ -56,14 +56,13 @@ def submission_order(comp: Competition, spec: MaskSpec) -> str:
 
 def run_postprocess(run_dir: Path, default: float = 0.5) -> tuple:
     """(threshold(s), min_area(s)) tuned on OOF in cv.json, else the run's --threshold and no area floor."""
-    cv = Path(run_dir) / "cv.json"
-    tuned = json.loads(cv.read_text()) if cv.exists() else {}
+    run = RunDir(run_dir)
+    tuned = run.read_json("cv") or {}
     if tuned.get("threshold") is not None:
         return tuned["threshold"], tuned.get("min_area", 0)
-    cfg = Path(run_dir) / "config.yaml"
-    if cfg.exists():
+    if run.has_config():
         import yaml
-        return (yaml.safe_load(cfg.read_text()) or {}).get("threshold", default), 0
+        return (yaml.safe_load(run.config_path.read_text()) or {}).get("threshold", default), 0
     return default, 0
 
 

@@ -6,7 +6,6 @@ test_masks.npz (mean over folds) and cv.json (CV, per-fold scores, OOF-tuned thr
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,9 @@ import torch
 
 from . import folds as folds_mod
 from .competition import CompetitionError, load_competition
-from .config import Config, load_config
+from .config import Config
 from .preflight import PreflightError, preflight
+from .rundir import RunDir
 from .seg_data import SegDataset, check_masks, mask_spec, read_masks, write_masks
 from .seg_metrics import SEG_METRICS, binarize, drop_small, mask_score, tune_postprocess, tune_thresholds
 from .trainer import Trainer
@@ -125,11 +125,8 @@ class SegTrainer(Trainer):
 
     def build_datasets(self, fold: int):
         """(train, valid) image + mask datasets of one fold."""
-        df = self.train_df.merge(self.folds, on=self.comp.id_column, how="left")
-        parts = []
-        for split, rows in (("train", df[df.fold != fold]), ("valid", df[df.fold == fold])):
-            rows = rows.reset_index(drop=True)
-            parts.append(self._dataset(rows, rows[self.comp.id_column].tolist(), split))
+        parts = [self._dataset(rows, rows[self.comp.id_column].tolist(), split)
+                 for split, rows in self.split_fold(fold).items()]
         return parts[0], parts[1]
 
     def build_test_dataset(self):
@@ -226,7 +223,7 @@ def collect_seg_run(trainer: SegTrainer) -> dict:
             mean += other
         write_masks(run_dir / "test_masks.npz", test_ids, mean / len(tests))
         result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
-    (run_dir / "cv.json").write_text(json.dumps(result, indent=1))
+    RunDir(run_dir).write_json("cv", result)
     return result
 
 
@@ -239,7 +236,7 @@ def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size
     """
     from safetensors.torch import load_file
     run_dir = Path(runs) / exp
-    cfg = load_config(run_dir / "config.yaml", SegConfig)
+    cfg = RunDir(run_dir).config(SegConfig)
     comp = load_competition(cfg.comp)
     spec, views = mask_spec(comp), parse_views(tta or cfg.tta)
     weights = sorted(run_dir.glob("fold*/best.safetensors"))
@@ -259,5 +256,5 @@ def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size
         total = probs if total is None else total + probs
     write_masks(run_dir / "test_masks.npz", ids, (total / len(weights)).numpy())
     folds = [int(w.parent.name[4:]) for w in weights]
-    (run_dir / "predict.json").write_text(json.dumps({"tta": views, "folds": folds}))
+    RunDir(run_dir).write_json("predict", {"tta": views, "folds": folds})
     return run_dir / "test_masks.npz"

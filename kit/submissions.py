@@ -1,8 +1,6 @@
 """`kit submit`: a run's test table -> a checked CSV -> a ledger row -> a score (local, Kaggle or later)."""
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,8 +8,9 @@ import pandas as pd
 import yaml
 
 from .competition import Competition, load_competition, read_table
-from .config import load_config
+from .folds import file_hash
 from .ledger import Ledger, utc_now
+from .rundir import RunDir, RunDirError, member_names
 from .tables import current_predict, output_columns, read_probs
 from .tasks import task_of
 from .validate import validate_submission
@@ -30,7 +29,7 @@ def build_submission(comp: Competition, test_table: Path) -> pd.DataFrame:
     sample = read_table(comp.path(comp.sample_submission))
     kind = comp.submission.get("kind", "label")
     if kind == "label":
-        task = task_of(comp, _read_json(Path(test_table).parent / "cv.json"))  # multilabel: tuned thresholds
+        task = task_of(comp, RunDir(Path(test_table).parent).read_json("cv"))  # multilabel: tuned thresholds
         pred = pd.DataFrame({comp.id_column: ids, comp.target: task.submission_labels(probs)})
     elif kind == "probs":
         pred = pd.DataFrame(probs, columns=output_columns(comp))
@@ -63,18 +62,9 @@ def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("sub
     return path
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     """The run's CV and which folds it covers: cv.json when complete, else the folds scored so far."""
-    cv = _read_json(run_dir / "cv.json") or {}
+    cv = RunDir(run_dir).read_json("cv") or {}
     tta = current_predict(run_dir)
     if tta and tta.get("all_folds") and tta.get("cv_tta") is not None:  # test.parquet has TTA: so must the CV
         return float(tta["cv_tta"]), "all"
@@ -95,61 +85,38 @@ def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
 
 def run_lineage(run_dir: Path, comp: Competition) -> dict:
     """Ledger fields describing what produced a run: code, data, folds, config, CV, TTA, members."""
-    run_dir = Path(run_dir)
-    lineage = _read_json(run_dir / "lineage.json") or {}
-    ensemble = _read_json(run_dir / "ensemble.json")
+    run_dir, run = Path(run_dir), RunDir(run_dir)
+    lineage = run.read_json("lineage") or {}
+    ensemble = run.read_json("ensemble")
     members = None
     experiments = [run_dir.name]
     if ensemble is not None:
         members = ensemble.get("members", ensemble) if isinstance(ensemble, dict) else ensemble
         experiments += [n for n in member_names(members) if n not in experiments]
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else None
+    config = yaml.safe_load(run.config_path.read_text()) if run.has_config() else None
     cv, cv_folds = run_cv(run_dir, comp)
     return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
             "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
             "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
             "tta": current_predict(run_dir), "pseudo": pseudo_lineage(run_dir),
-            "cv_schemes": (_read_json(run_dir / "schemes.json") or {}).get("cv")}
+            "cv_schemes": (run.read_json("schemes") or {}).get("cv")}
 
 
 def pseudo_lineage(run_dir: Path) -> dict | None:
     """What a pseudo-label round trained on (runs/<exp>_pl<r>/pseudo.json), without its scores."""
-    meta = _read_json(Path(run_dir) / "pseudo.json")
+    meta = RunDir(run_dir).read_json("pseudo")
     if not meta:
         return None
     keep = ("round", "parent", "root", "threshold", "per_class_top", "soft", "rows", "unique_ids", "per_class")
     return {k: meta[k] for k in keep if k in meta}
 
 
-def member_names(members) -> list[str]:
-    """Run names of ensemble members given as names, {name/run/exp: ...} dicts or a {name: weight} map."""
-    if isinstance(members, dict):
-        return [Path(str(k)).name for k in members]
-    names = []
-    for m in members if isinstance(members, list) else []:
-        name = (m.get("name") or m.get("run") or m.get("exp")) if isinstance(m, dict) else m
-        if name:
-            names.append(Path(str(name)).name)
-    return names
-
-
 def run_competition(run_dir: Path) -> Competition:
-    """The competition of a run: its config.yaml, else lineage.json, else its ensemble members' config."""
-    run_dir = Path(run_dir)
-    if (run_dir / "config.yaml").exists():
-        return load_competition(load_config(run_dir / "config.yaml").comp)
-    lineage, ensemble = _read_json(run_dir / "lineage.json") or {}, _read_json(run_dir / "ensemble.json") or {}
-    for source in (lineage, ensemble if isinstance(ensemble, dict) else {}):
-        for key in ("competition", "comp"):
-            if source.get(key):
-                return load_competition(source[key])
-    members = ensemble.get("members", ensemble) if isinstance(ensemble, dict) else ensemble
-    for name in member_names(members):
-        cfg = run_dir.parent / name / "config.yaml"
-        if cfg.exists():
-            return load_competition(load_config(cfg).comp)
-    raise SubmissionError(f"{run_dir}: no config.yaml, lineage.json competition or ensemble member to find "
-                          "the competition from")
+    """The competition of a run (see RunDir.competition); a run that names none cannot be submitted."""
+    try:
+        return RunDir(run_dir).competition()
+    except RunDirError as e:
+        raise SubmissionError(str(e)) from None
 
 
 def choose_target(comp: Competition, target: str = "auto") -> str:
@@ -187,7 +154,7 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
         _check_daily_limit(ledger, comp, force)
     path = write_submission(comp, run_dir, Path(out))
     row = {"competition": comp.name, "comp_dir": str(comp.root), "kaggle_slug": comp.kaggle or None,
-           "file": str(path), "sha256": file_sha256(path), "message": message,
+           "file": str(path), "sha256": file_hash(path), "message": message,
            "target": where, "status": "pending", **run_lineage(run_dir, comp)}
     if where != "kaggle":
         row_id = ledger.add(row)
@@ -247,7 +214,7 @@ def record_score(ledger: Ledger, ref: str | int, public: float | None = None, pr
         if not (Path(str(ref)).suffix == ".csv" and Path(str(ref)).is_file()):
             raise
         spec = load_competition(comp) if comp else None  # a CSV made elsewhere: give it a row first
-        new = {"file": str(ref), "sha256": file_sha256(Path(str(ref))), "target": "manual", "status": "pending"}
+        new = {"file": str(ref), "sha256": file_hash(Path(str(ref))), "target": "manual", "status": "pending"}
         if spec:
             new.update(competition=spec.name, metric=spec.metric, comp_dir=str(spec.root))
         row = ledger.get(ledger.add(new))

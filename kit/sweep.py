@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .rundir import RunDir
 from .sweep_spec import SweepSpec, expand_command, grid_space, load_sweep, suggest
 
 HEARTBEAT_S, GRACE_S = 10, 30  # a trial silent this long belonged to a killed sweep: failed, then retried
@@ -68,12 +69,12 @@ def create_pruner(spec: SweepSpec):
 
 def read_metric(run_dir: Path, metric: str) -> float:
     """The metric's last logged value from the run folder's summary.json (cv.json for cv/score)."""
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    run = RunDir(run_dir)
+    summary, cv = run.read_json("summary") or {}, run.read_json("cv")
     if metric in summary:
         return float(summary[metric])
-    if metric == "cv/score" and (run_dir / "cv.json").exists():
-        return float(json.loads((run_dir / "cv.json").read_text())["cv"])
+    if metric == "cv/score" and cv is not None:
+        return float(cv["cv"])
     raise TrialFailed(f"{run_dir}: metric {metric!r} was not logged (summary.json has {sorted(summary)}); "
                       "cv/score needs every fold (--fold=all)")
 
@@ -202,9 +203,8 @@ def summarise(study, spec: SweepSpec, out: Path) -> dict:
 
 def plot_sweep(study, table: pd.DataFrame, spec: SweepSpec, png: Path) -> Path:
     """Two panels: metric per trial with the best so far; Optuna's parameter importances (fANOVA)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import pyplot
+    plt = pyplot()
     import numpy as np
     import optuna
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))

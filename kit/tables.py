@@ -1,7 +1,6 @@
 """Prediction tables keyed by id (one column per class), and the run-level merge of fold tables."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pandas as pd
 
 from .competition import Competition
 from .metrics import get_metric
+from .rundir import RunDir
 from .tasks import task_of
 
 
@@ -63,7 +63,7 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
         scored = score_oof(comp, train_df, oof)
         result.update(cv=scored["score"], per_class_f1=scored["per_class_f1"], metric=comp.metric)
         result.update(task_of(comp).tune(*oof_labels(comp, train_df, oof)))  # multilabel: per-class thresholds
-        (run_dir / "cv.json").write_text(json.dumps(result, indent=1))
+        RunDir(run_dir).write_json("cv", result)
         write_confusion(run_dir, comp, train_df, oof)
     tests = [run_dir / f"fold{k}" / "test.parquet" for k in done]
     tests = [p for p in tests if p.exists()]
@@ -79,11 +79,10 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
 
 def current_predict(run_dir: Path) -> dict | None:
     """runs/<exp>/predict.json unless test.parquet has changed since `kit predict` wrote both (retraining)."""
-    run_dir = Path(run_dir)
-    path, test = run_dir / "predict.json", run_dir / "test.parquet"
-    if not (path.exists() and test.exists()):
+    run = RunDir(run_dir)
+    info, test = run.read_json("predict"), run.table("test")
+    if info is None or not test.exists():
         return None
-    info = json.loads(path.read_text())
     from .folds import file_hash
     return info if info.get("test_sha256") in (None, file_hash(test)) else None
 

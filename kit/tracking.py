@@ -6,7 +6,6 @@ offline when no key is configured, when its host cannot be reached, or when its 
 """
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import socket
@@ -15,6 +14,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+
+from .rundir import RunDir
 
 TRACKERS = ("wandb", "tensorboard", "mlflow")  # wandb first: its init may fail over to offline and restart
 _PACKAGES = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow"}
@@ -216,9 +217,7 @@ class Tracking:
                     if f1:
                         self._log_table("cv/per_class_f1", ["class", "f1"], [[c, v] for c, v in f1.items()])
             summary = {k: v for k, v in self.summary.items() if not k.startswith("_")}
-            tmp = t.run_dir / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=1))
-            os.replace(tmp, t.run_dir / "summary.json")
+            RunDir(t.run_dir).write_json("summary", summary)
         if self.names and acc.is_main_process:
             # not acc.end_training(): that also tears down the process group the Trainer still waits on
             for tracker in acc.trackers:

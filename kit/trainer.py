@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import folds as folds_mod
 from .competition import load_competition
-from .config import Config, save_config
+from .config import Config
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
@@ -32,6 +32,7 @@ from .metrics import LOWER_IS_BETTER, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
+from .rundir import RunDir
 from .resume import LoopState, begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run, state_alias
 from .sampling import create_sampler
 from .tasks import task_of
@@ -89,12 +90,15 @@ class Trainer:
             return build_train_transforms(self.config.valid_aug, self.config.img_size)
         return build_eval_transforms(self.config.img_size)
 
+    def split_fold(self, fold: int) -> dict[str, pd.DataFrame]:
+        """{'train': rows of the other folds, 'valid': rows of `fold`} of the train table."""
+        df = self.train_df.merge(self.folds, on=self.comp.id_column, how="left")
+        return {"train": df[df.fold != fold].reset_index(drop=True), "valid": df[df.fold == fold].reset_index(drop=True)}
+
     def build_datasets(self, fold: int):
         """(train, valid) datasets of one fold."""
-        df = self.train_df.merge(self.folds, on=self.comp.id_column, how="left")
         parts = []
-        for split, rows in (("train", df[df.fold != fold]), ("valid", df[df.fold == fold])):
-            rows = rows.reset_index(drop=True)
+        for split, rows in self.split_fold(fold).items():
             paths = [self.comp.image_path(i, "train") for i in rows[self.comp.id_column]]
             targets = self.task.encode_targets(rows, self.comp.train_csv)  # (N,), (N, heads) or (N, classes)
             view_seed = self.config.seed if split == "valid" and self.config.valid_aug != "none" else None
@@ -307,8 +311,9 @@ class Trainer:
         acc = self.accelerator
         if acc.is_main_process:
             self.fold_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.run_dir / "config.yaml")
-            save_config(self.config, self.fold_dir / "config.yaml")
+            run = RunDir(self.run_dir)
+            run.save_config(self.config)
+            run.save_config(self.config, fold=self.fold)
             if self.resume_dir is None:  # a resumed run keeps (and trims) its log
                 (self.fold_dir / "metrics.jsonl").unlink(missing_ok=True)
             src = Path(inspect.getfile(type(self)))

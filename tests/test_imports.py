@@ -73,3 +73,18 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_kit_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+RUN_FILES = {"config.yaml", "cv.json", "lineage.json", "predict.json", "schemes.json", "ensemble.json", "pseudo.json",
+             "summary.json"}
+
+
+def test_only_rundir_names_the_run_folder_files():
+    named = {}
+    for path in sorted(KIT.rglob("*.py")):
+        if path.name == "rundir.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILES:
+                named.setdefault(path.name, set()).add(node.value)
+    assert named == {}, f"modules that open run-folder files themselves instead of through RunDir: {named}"

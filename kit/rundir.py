@@ -1,0 +1,106 @@
+"""The run folder `runs/<exp>/`: the one module that knows its files' names and formats.
+
+config.yaml (the resolved config), lineage.json (what produced the run), cv.json (the OOF score),
+predict.json (TTA), schemes.json, ensemble.json, pseudo.json, summary.json; oof/test tables;
+fold<k>/ with each fold's tables, weights and logs. Other modules ask a RunDir for them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .competition import Competition, CompetitionError, load_competition
+from .config import Config, load_config, save_config
+
+JSON_FILES = ("cv", "lineage", "predict", "schemes", "ensemble", "pseudo", "summary")
+
+
+class RunDirError(CompetitionError):
+    """A run folder lacks what was asked of it; the message names the folder."""
+
+
+class RunDir:
+    """runs/<exp>/ and the files in it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        """The experiment (or ensemble) name: the folder's name."""
+        return self.path.name
+
+    def fold(self, k: int | str) -> Path:
+        """fold<k>/: one fold's tables, best weights, logs and checkpoints."""
+        return self.path / f"fold{k}"
+
+    def table(self, split: str, fold: int | str | None = None) -> Path:
+        """`oof`, `test`, `oof_tta`, ... .parquet, run-level or of one fold."""
+        return (self.path if fold is None else self.fold(fold)) / f"{split}.parquet"
+
+    def json_path(self, kind: str) -> Path:
+        """Where <kind>.json lives (cv, lineage, predict, schemes, ensemble, pseudo, summary)."""
+        if kind not in JSON_FILES:
+            raise KeyError(f"{kind!r} is not a run-folder JSON file; known: {JSON_FILES}")
+        return self.path / f"{kind}.json"
+
+    def read_json(self, kind: str):
+        """<kind>.json's content, or None when the run has none."""
+        path = self.json_path(kind)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_json(self, kind: str, data) -> Path:
+        """Write <kind>.json atomically (a reader never sees half a file)."""
+        path = self.json_path(kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+        return path
+
+    @property
+    def config_path(self) -> Path:
+        """config.yaml: the resolved config the run trained with."""
+        return self.path / "config.yaml"
+
+    def has_config(self) -> bool:
+        """Whether the run was trained here (an ensemble has no config)."""
+        return self.config_path.exists()
+
+    def config(self, cls=Config) -> Config:
+        """The saved config, as `cls` (SegConfig for segmentation runs)."""
+        return load_config(self.config_path, cls)
+
+    def save_config(self, config: Config, fold: int | None = None) -> None:
+        """Write config.yaml (of the run, or of one fold)."""
+        save_config(config, (self.path if fold is None else self.fold(fold)) / "config.yaml")
+
+    def competition(self) -> Competition:
+        """The competition of the run: its config.yaml, else lineage.json, else an ensemble member's config."""
+        if self.has_config():
+            return load_competition(self.config().comp)
+        lineage, ensemble = self.read_json("lineage") or {}, self.read_json("ensemble") or {}
+        for source in (lineage, ensemble if isinstance(ensemble, dict) else {}):
+            for key in ("competition", "comp"):
+                if source.get(key):
+                    return load_competition(source[key])
+        members = ensemble.get("members", ensemble) if isinstance(ensemble, dict) else ensemble
+        for name in member_names(members):
+            member = RunDir(self.path.parent / name)
+            if member.has_config():
+                return load_competition(member.config().comp)
+        raise RunDirError(f"{self.path}: no config.yaml, lineage.json competition or ensemble member to find "
+                               "the competition from")
+
+
+def member_names(members) -> list[str]:
+    """Run names of ensemble members given as names, {name/run/exp: ...} dicts or a {name: weight} map."""
+    if isinstance(members, dict):
+        return [Path(str(k)).name for k in members]
+    names = []
+    for m in members if isinstance(members, list) else []:
+        name = (m.get("name") or m.get("run") or m.get("exp")) if isinstance(m, dict) else m
+        if name:
+            names.append(Path(str(name)).name)
+    return names
