@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export PYTHONHASHSEED := 0
 SHELL := /bin/bash
 
-.PHONY: install lock test-latest test-oldest demo demo-seg test submit bench soak clean
+.PHONY: install lock test-latest test-oldest demo demo-seg demo-multilabel test submit bench soak clean
 
 LOCK := requirements.lock
 # pip-tools' own version is pinned too: another release may write the same lock differently.
@@ -75,6 +75,15 @@ demo-seg: $(STAMP)
 	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp_seg001_unet.py --fold=0 --resume=never
 	$(BIN)/kit submit exp_seg001_unet -m "demo segmentation, fold 0"
 	$(BIN)/kit ledger --comp=demo_seg
+
+demo-multilabel: $(STAMP)
+	$(BIN)/kit demo-data --task=multilabel --out=data/demo_multilabel
+	$(BIN)/kit folds data/demo_multilabel --scheme=multilabel --n=3 --force
+	$(BIN)/accelerate launch --config_file accelerate_config.yaml experiments/exp005_multilabel.py --fold=all --resume=never
+	$(BIN)/kit submit exp005_multilabel -m "demo multilabel, 3 folds"
+	$(BIN)/kit predict exp005_multilabel --tta=flips
+	$(BIN)/kit submit exp005_multilabel -m "demo multilabel, 3 folds, TTA flips"
+	$(BIN)/kit ledger --comp=demo_multilabel
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
