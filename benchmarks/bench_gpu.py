@@ -78,7 +78,7 @@ def kit_rates(trainer: TimedTrainer, batch: int) -> tuple[float, float]:
     trainer.predict_loader(loader)
     torch.cuda.synchronize()
     infer = len(trainer.valid_data) / (time.perf_counter() - t0)
-    trainer._release()
+    trainer.release()
     return train, infer
 
 

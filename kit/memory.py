@@ -30,7 +30,7 @@ def fit_with_auto_batch(trainer, fold: int) -> dict:
             cfg = trainer.config
             if not should_reduce_batch_size(e) or cfg.batch_size < 2:
                 raise
-            trainer._release()
+            trainer.release()
             clear_device_cache(garbage_collection=True)
             new = cfg.override(batch_size=cfg.batch_size // 2, grad_accum=cfg.grad_accum * 2)
             trainer.config = new

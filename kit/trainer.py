@@ -93,7 +93,8 @@ class Trainer:
     def split_fold(self, fold: int) -> dict[str, pd.DataFrame]:
         """{'train': rows of the other folds, 'valid': rows of `fold`} of the train table."""
         df = self.train_df.merge(self.folds, on=self.comp.id_column, how="left")
-        return {"train": df[df.fold != fold].reset_index(drop=True), "valid": df[df.fold == fold].reset_index(drop=True)}
+        train, valid = df[df.fold != fold], df[df.fold == fold]
+        return {"train": train.reset_index(drop=True), "valid": valid.reset_index(drop=True)}
 
     def build_datasets(self, fold: int):
         """(train, valid) datasets of one fold."""
@@ -245,7 +246,7 @@ class Trainer:
         acc.wait_for_everyone()
         summary = {"fold": fold, "best_epoch": self.best_epoch, "score": self.best}
         acc.print(f"fold {fold}: best {self.comp.metric} {self.best:.4f} at epoch {self.best_epoch}")
-        self._release()
+        self.release()
         return summary
 
     def predict_loader(self, loader) -> np.ndarray:
@@ -349,7 +350,8 @@ class Trainer:
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))
         self.tracking.log_epoch(row)
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Drop the fold's model, optimizer, loaders, EMA and mixer and free their memory (after a fold, or an OOM)."""
         self.model = self.optimizer = self.train_loader = self.valid_loader = self.ema = self.mixer = None
         self.accelerator.free_memory()
 
