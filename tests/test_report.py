@@ -1,0 +1,167 @@
+"""`kit report`: the site for the demo after a real run, a second run and an ensemble, checked in headless Chromium."""
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit.competition import load_competition
+from kit.config import Config, save_config
+from kit.ledger import Ledger
+from kit.report import ReportError, build_report, pick_finals
+from kit.report_data import config_diff, parent_of, read_metrics
+from kit.tables import write_probs
+from tests.helpers import ROOT, kit, launch
+
+BASELINE = ROOT / "experiments" / "exp001_baseline.py"
+
+
+def _second_run(runs: Path, comp_dir: Path, like: Path, name: str = "exp002_other") -> Path:
+    """A finished run beside the real one (same OOF ids), leaning to the true class, with exp001 as parent."""
+    comp = load_competition(comp_dir)
+    rng = np.random.default_rng(1)
+    oof_ids = pd.read_parquet(like / "oof.parquet")[comp.id_column].tolist()
+    labels = comp.read_train().set_index(comp.id_column)[comp.target]
+    y = labels.loc[oof_ids].map({c: i for i, c in enumerate(comp.classes)}).to_numpy()
+    oof = rng.dirichlet(np.ones(10), len(y)) + 0.6 * np.eye(10)[y]
+    run = runs / name
+    (run / "fold0").mkdir(parents=True)
+    write_probs(run / "oof.parquet", oof_ids, oof / oof.sum(1, keepdims=True), comp)
+    test_ids = comp.read_test()[comp.id_column].tolist()
+    write_probs(run / "test.parquet", test_ids, rng.dirichlet(np.ones(10), len(test_ids)), comp)
+    save_config(Config(comp=str(comp_dir), name=name, lr=5e-4, epochs=2), run / "config.yaml")
+    (run / "experiment.py").write_text('"""exp002_other.\n\nParent: exp001_baseline.\n"""\n')
+    lineage = json.loads((like / "lineage.json").read_text())
+    (run / "lineage.json").write_text(json.dumps({**lineage, "experiment": name}))
+    (run / "cv.json").write_text(json.dumps({"cv": 0.5, "metric": comp.metric, "per_fold": {"0": 0.5}}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def demo_site(demo_dir, tmp_path_factory):
+    """The demo after a 2-epoch accelerate run (2 folds), a second run, an ensemble, 3 submissions; then `kit report`."""
+    work = tmp_path_factory.mktemp("report")
+    comp = work / "demo"
+    shutil.copytree(demo_dir, comp, ignore=shutil.ignore_patterns(".kit_cache", "folds.csv"))
+    runs = work / "runs"
+    kit("folds", str(comp), "--n=2", cwd=work)
+    launch(BASELINE, f"--comp={comp}", f"--out_dir={runs}", "--fold=all", "--epochs=2", "--limit=80",
+           "--num_workers=0", "--model=test_resnet", "--valid_schemes=plain,testlike", "--resume=never", cwd=work)
+    _second_run(runs, comp, runs / "exp001_baseline")
+    kit("submit", "exp001_baseline", "-m", "baseline <b>not bold</b>", cwd=work)
+    kit("submit", "exp002_other", "-m", "second run", cwd=work)
+    kit("ensemble", "exp001_baseline", "exp002_other", "--name=ens_demo", cwd=work)
+    kit("submit", "ens_demo", "-m", "soft ensemble", cwd=work)
+    r = kit("report", f"--out={work / 'site'}", cwd=work)
+    assert "3 submission(s), 3 run page(s)" in r.stdout, r.stdout
+    return work, work / "site"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tests.browser import Browser
+    b = Browser()
+    yield b
+    b.close()
+
+
+IMAGES_OK = ("[...document.images].every(i => i.complete && i.naturalWidth > 0 && i.naturalHeight > 0 "
+             "&& i.getBoundingClientRect().width > 0 && i.getBoundingClientRect().height > 0)")
+
+
+@pytest.mark.slow
+def test_site_opens_offline_with_every_image_and_a_sortable_ledger(demo_site, browser, capsys):
+    work, site = demo_site
+    rows = Ledger(work / "submissions" / "ledger.db").rows()
+    browser.open((site / "index.html").as_uri())
+    assert browser.eval(IMAGES_OK) and browser.eval("document.images.length") >= 2
+    assert browser.eval("document.querySelectorAll('#ledger tbody tr').length") == len(rows) == 3
+    assert browser.eval("document.querySelectorAll('#ledger tr.pick-cv, #ledger tr.pick-public').length") >= 1
+    assert not browser.eval("[...document.querySelectorAll('b')].some(b => b.textContent === 'not bold')")
+    assert "baseline &lt;b&gt;not bold&lt;/b&gt;" in (site / "index.html").read_text()  # messages are text
+    ids = "[...document.querySelectorAll('#ledger tbody tr')].map(r => +r.id.slice(1))"
+    before = browser.eval(ids)
+    assert before == [r["id"] for r in rows]
+    public = {r["id"]: r["public"] for r in rows}
+    click = "[...document.querySelectorAll('#ledger th')].find(h => h.textContent.trim() === 'public').click()"
+    browser.eval(click)
+    asc = browser.eval(ids)
+    assert asc == sorted(public, key=public.get) and asc != before  # the rows moved, in score order
+    browser.eval(click)
+    assert browser.eval(ids) == sorted(public, key=public.get, reverse=True)
+    browser.eval("const f = document.getElementById('filter'); f.value = 'ensemble'; "
+                 "f.dispatchEvent(new Event('input'))")
+    assert browser.eval("[...document.querySelectorAll('#ledger tbody tr')].filter(r => r.style.display !== 'none')"
+                        ".length") == 1
+    browser.eval("const g = document.getElementById('filter'); g.value = ''; g.dispatchEvent(new Event('input'))")
+    shot = browser.screenshot(site.parent / "report_index.png")
+    artifact = Path(os.environ.get("KIT_ARTIFACTS", tempfile.gettempdir())) / "kit_report_index.png"
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, artifact)
+    with capsys.disabled():
+        print(f"\nkit report screenshot: {shot} (copy: {artifact})")
+    assert shot.stat().st_size > 10_000
+    assert browser.problems() == []
+
+
+@pytest.mark.slow
+def test_every_linked_page_loads_offline_and_shows_its_sections(demo_site, browser):
+    work, site = demo_site
+    html = (site / "index.html").read_text()
+    links = sorted(set(re.findall(r'href="((?:runs/)?[^"#]+\.html)"', html)) - {"index.html"})
+    assert {"runs/exp001_baseline.html", "runs/exp002_other.html", "runs/ens_demo.html"} <= set(links)
+    assert any(link.startswith("diff_") for link in links)
+    for link in links:
+        browser.open((site / link).as_uri())
+        assert browser.eval(IMAGES_OK), link
+        assert browser.problems() == [], link
+    page = (site / "runs" / "exp001_baseline.html").read_text()
+    for section in ("Learning curves", "Per-class F1", "Confusion matrix", "Misclassified", "Validation schemes",
+                    "Lineage"):
+        assert f"<h2>{section}" in page, section
+    other = (site / "runs" / "exp002_other.html").read_text()
+    assert "parent experiment" in other and "<td>lr</td><td>0.002</td><td>0.0005</td>" in other
+    ens = (site / "runs" / "ens_demo.html").read_text()
+    assert "<h2>Ensemble" in ens and "exp002_other" in ens
+
+
+@pytest.mark.slow
+def test_rerun_rebuilds_only_what_changed(demo_site, monkeypatch):
+    work, site = demo_site
+    monkeypatch.chdir(work)
+    assert build_report(out=str(site))["rebuilt"] == 0
+    cv = work / "runs" / "exp002_other" / "cv.json"
+    cv.write_text(json.dumps({**json.loads(cv.read_text()), "per_class_f1": {str(i): 0.5 for i in range(10)}}))
+    again = build_report(out=str(site))
+    assert again["rebuilt"] == 1 and "Per-class F1" in (site / "runs" / "exp002_other.html").read_text()
+    with pytest.raises(ReportError, match="known: \\['demo'\\]"):
+        build_report(comp="nope", out=str(site))
+    with pytest.raises(ReportError, match="ledger #99"):
+        build_report(out=str(site), diff="1:99")
+
+
+def test_final_picks_follow_the_metric_direction_and_the_recommended_scheme():
+    rows = [{"id": 1, "cv": 0.5, "public": 0.30}, {"id": 2, "cv": 0.7, "public": 0.20},
+            {"id": 3, "cv": 0.6, "public": None}]
+    schemes = {1: {"plain": 0.5, "testlike": 0.40}, 2: {"plain": 0.7, "testlike": 0.10}, 3: {"plain": 0.6}}
+    assert pick_finals(rows, schemes, "plain", "macro_f1") == {"cv": 2, "public": 1}
+    assert pick_finals(rows, schemes, "testlike", "macro_f1") == {"cv": 1, "public": 1}
+    assert pick_finals(rows, schemes, "plain", "log_loss") == {"cv": 1, "public": 2}
+    assert pick_finals(rows, schemes, None, "macro_f1") == {"cv": 2, "public": 1}
+
+
+def test_run_readers_parent_config_diff_and_torn_metrics(tmp_path):
+    run = tmp_path / "exp005_x"
+    (run / "fold0").mkdir(parents=True)
+    (run / "fold0" / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 1.0}\n{"epoch": 1, "tra')
+    assert read_metrics(run) == {0: [{"epoch": 0, "train_loss": 1.0}]}
+    (run / "experiment.py").write_text('"""x\n\nParent: exp004_y.\nResult: ..."""\n')
+    assert parent_of(run) == "exp004_y"
+    (run / "pseudo.json").write_text(json.dumps({"parent": "exp005_x_pl0", "round": 1}))
+    assert parent_of(run) == "exp005_x_pl0"
+    assert config_diff({"lr": 1, "name": "a", "aug": "x"}, {"lr": 2, "name": "b", "aug": "x"}) == [("lr", 1, 2)]
