@@ -7,7 +7,6 @@ kept in <out>/.report_cache.json, so re-running after a new submission takes sec
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +15,7 @@ from . import report_charts as charts
 from .compare import compare_schemes, row_schemes
 from .ledger import Ledger
 from .metrics import LOWER_IS_BETTER
-from .report_data import REPORT_VERSION, fingerprint, gather_run, read_json
+from .report_data import REPORT_VERSION, fingerprint, gather_run, parent_of, read_json
 from .report_pages import adval_page, diff_page, index_page, page_name, run_page
 
 
@@ -79,11 +78,15 @@ def _diff_pairs(spec: str, picks: dict, rows: list[dict]) -> list[tuple[int, int
     return list(dict.fromkeys(pairs))
 
 
-def _build_diff(comp, a: dict, b: dict) -> dict:
-    from .compare import diff_submissions
-    with tempfile.TemporaryDirectory() as tmp:
-        d = diff_submissions(comp, Path(a["file"]), Path(b["file"]), Path(tmp) / "diff.png")
-        d["uri"] = charts.file_uri(d["png"]) if d["png"] else None
+def _build_diff(comp, a: dict, b: dict, limit: int = 48) -> dict:
+    """`kit diff`'s comparison, with the test images where the two disagree as captioned thumbnails."""
+    from .compare import diff_submissions, submission_labels
+    d = diff_submissions(comp, Path(a["file"]), Path(b["file"]))
+    ids = d["differ_ids"][:limit]
+    if ids:
+        la, lb = (submission_labels(comp, Path(r["file"])) for r in (a, b))
+        uris = charts.thumbnails([comp.image_path(i, "test") for i in ids])
+        d["tiles"] = [(u, f"{i}  a: {la[i][:14]}  b: {lb[i][:14]}") for u, i in zip(uris, ids)]
     return d
 
 
@@ -121,12 +124,14 @@ def build_report(comp: str = "", out: str = "", runs: str = "runs", subs: str = 
     run_dirs = Path(runs)
     pages = {(r.get("experiments") or [None])[0] for r in rows} - {None}
     pages |= {e for r in rows for e in (r.get("experiments") or []) if (run_dirs / e).is_dir()}
+    pages |= {p for p in map(parent_of, [run_dirs / n for n in pages if (run_dirs / n).is_dir()])
+              if p and (run_dirs / p).is_dir()}
     diffs = _diff_pairs(diff, picks, rows)
-    nav = [("overview", "index.html")] + ([("adversarial validation", "adval.html")] if adval else [])
-    nav += [(f"diff #{a} vs #{b}", f"diff_{a}_{b}.html") for a, b in diffs]
+    run_nav = [("overview", "index.html")] + ([("adversarial validation", "adval.html")] if adval else [])
+    nav = run_nav + [(f"diff #{a} vs #{b}", f"diff_{a}_{b}.html") for a, b in diffs]
     ctx = {"competition": name, "metric": metric, "rows": rows, "schemes": schemes, "scheme_names": names,
            "row_schemes": by_row, "recommended": rec, "recommended_label": rec or "run's own", "picks": picks,
-           "pages": pages, "nav": nav, "adval": adval, "misclassified": misclassified,
+           "pages": pages, "nav": nav, "run_nav": run_nav, "adval": adval, "misclassified": misclassified,
            "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "extra_pages": nav[1:]}
 
@@ -134,7 +139,8 @@ def build_report(comp: str = "", out: str = "", runs: str = "runs", subs: str = 
     train_tables = {}  # competition folder -> train table, read once
     for run in sorted(pages):
         own = [r for r in rows if (r.get("experiments") or [None])[0] == run]
-        key = fingerprint(run_dirs, run, own, json.dumps([adval, sorted(pages), nav, misclassified], default=str))
+        # not the set of pages: a new run must not rebuild every other page (links go to runs that exist)
+        key = fingerprint(run_dirs, run, own, json.dumps([adval, run_nav, misclassified], default=str))
         target = out_dir / "runs" / page_name(run)
         fresh[f"run:{run}"] = key
         if cache.get(f"run:{run}") == key and target.exists():

@@ -19,7 +19,7 @@ tr.pick-cv td{background:#e5f6e5}tr.pick-public td{background:#fff4d6}tr.pick-cv
 .note{color:#666}.box{background:#fff;border:1px solid #ddd;padding:8px 12px;margin:6px 0;display:inline-block}
 .grid{display:flex;flex-wrap:wrap;gap:6px}.grid figure{margin:0;width:110px;font-size:11px;text-align:center}
 .grid img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated}
-.row{display:flex;flex-wrap:wrap;gap:10px}.row img{max-width:520px}.controls{margin:6px 0}.controls input{width:280px}code{font-size:12px}.bad{color:#b00020}
+.row{display:flex;flex-wrap:wrap;gap:10px}.row figure{margin:0}.row img{max-width:460px}.controls{margin:6px 0}.controls input{width:280px}code{font-size:12px}.bad{color:#b00020}
 """
 
 JS = """
@@ -92,6 +92,12 @@ def images_row(items: list[tuple[str, str]]) -> str:
     """Several images side by side, each with its caption."""
     return '<div class="row">' + "".join(f'<figure><img src="{u}" alt="{esc(t)}"><figcaption>{esc(t)}</figcaption>'
                                          "</figure>" for u, t in items) + "</div>"
+
+
+def tiles(items: list[tuple[str, str]]) -> str:
+    """A wrapping grid of small images with captions (misclassified or disagreeing images)."""
+    return '<div class="grid">' + "".join(f'<figure><img src="{u}" alt="{esc(t)}"><figcaption>{esc(t)}</figcaption>'
+                                          "</figure>" for u, t in items) + "</div>"
 
 
 def page(title: str, body: str, nav: list[tuple[str, str]]) -> str:

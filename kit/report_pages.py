@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from . import report_charts as charts
-from .report_html import cell, esc, image, images_row, num, page, table
+from .report_html import cell, esc, image, images_row, num, page, table, tiles
 
 
 def page_name(run: str) -> str:
@@ -131,8 +131,7 @@ def _sections(info: dict, ctx: dict) -> list[tuple[str, str]]:
                                                     if k in names])))
     grids = [image(charts.file_uri(p), k) for k, p in imgs.items() if "misclassified" in k]
     if not grids and ctx.get("misclassified") and info.get("grid"):
-        grids = ['<div class="grid">' + "".join(f'<figure><img src="{u}" alt="{esc(t)}"><figcaption>{esc(t)}'
-                                                 "</figcaption></figure>" for u, t in info["grid"]) + "</div>"]
+        grids = [tiles(info["grid"])]
     if grids:
         out.append(("Misclassified (true -> predicted)", "".join(grids)))
     if lin.get("cv_schemes"):
@@ -181,7 +180,7 @@ def run_page(info: dict, ctx: dict) -> str:
         body = "".join(f"<h2>{esc(t)}</h2>{h}" for t, h in _sections(info, ctx))
         if info.get("error"):
             body = f'<p class="bad">{esc(info["error"])}</p>' + body
-    nav = [(t, "../" + h) for t, h in ctx["nav"]]
+    nav = [(t, "../" + h) for t, h in ctx.get("run_nav", ctx["nav"])]
     return page(f"{ctx['competition']}: {info['name']}", body, nav)
 
 
@@ -196,7 +195,8 @@ def diff_page(ctx: dict, a: dict, b: dict, d: dict) -> str:
         body += "<h2>Cross-tab (rows: a, columns: b)</h2>" + table(
             ["a \\ b", *map(str, ct.columns)], [[str(i), *map(int, r)] for i, r in zip(ct.index, ct.to_numpy())],
             sortable=False)
-    body += "<h2>Test images where they differ</h2>" + image(d.get("uri"), "images where a and b differ")
+    if d.get("tiles"):
+        body += f"<h2>Test images where they differ (first {len(d['tiles'])})</h2>" + tiles(d["tiles"])
     return page(f"{ctx['competition']}: #{a['id']} vs #{b['id']}", body, ctx["nav"])
 
 

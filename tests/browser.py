@@ -24,8 +24,11 @@ def ensure_chromium() -> str:
     """Debian's chromium, installed quietly with apt-get when it is missing."""
     if not Path(CHROMIUM).exists():
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, capture_output=True)
+        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            r = subprocess.run(sudo + cmd, env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"{CHROMIUM} is missing and `{' '.join(sudo + cmd)}` failed: {r.stderr[-500:]}")
     return CHROMIUM
 
 

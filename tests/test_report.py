@@ -42,6 +42,24 @@ def _second_run(runs: Path, comp_dir: Path, like: Path, name: str = "exp002_othe
     return run
 
 
+def _adval_and_pseudo(comp_dir: Path, runs: Path) -> None:
+    """What `kit adval` (minutes on the demo) and a `kit pseudo` round leave behind, written directly."""
+    from PIL import Image
+    out = comp_dir / "adval"
+    out.mkdir()
+    report = {"auc": 0.97, "auc_by_aug": {"none": 0.97, "testlike": 0.61}, "chosen_aug": "testlike",
+              "auc_after": 0.61, "auc_drop": 0.36, "size": 28, "n_train": 555, "n_test": 1242,
+              "top_stats": [{"stat": "noise", "ks": 0.91, "train_mean": 1.2, "test_mean": 6.0}]}
+    (out / "adval.json").write_text(json.dumps(report))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(
+        out / "train_most_testlike.png")
+    rnd = runs / "exp001_baseline_pl1"
+    rnd.mkdir()
+    (rnd / "pseudo.json").write_text(json.dumps({
+        "round": 1, "parent": "exp001_baseline", "root": "exp001_baseline", "threshold": 0.9, "rows": 300,
+        "unique_ids": 300, "per_class": {"3": 40, "7": 20}, "cv": 0.2}))
+
+
 @pytest.fixture(scope="module")
 def demo_site(demo_dir, tmp_path_factory):
     """The demo after a 2-epoch accelerate run (2 folds), a second run, an ensemble, 3 submissions; then `kit report`."""
@@ -57,6 +75,7 @@ def demo_site(demo_dir, tmp_path_factory):
     kit("submit", "exp002_other", "-m", "second run", cwd=work)
     kit("ensemble", "exp001_baseline", "exp002_other", "--name=ens_demo", cwd=work)
     kit("submit", "ens_demo", "-m", "soft ensemble", cwd=work)
+    _adval_and_pseudo(comp, runs)
     r = kit("report", f"--out={work / 'site'}", cwd=work)
     assert "3 submission(s), 3 run page(s)" in r.stdout, r.stdout
     return work, work / "site"
@@ -115,14 +134,14 @@ def test_every_linked_page_loads_offline_and_shows_its_sections(demo_site, brows
     html = (site / "index.html").read_text()
     links = sorted(set(re.findall(r'href="((?:runs/)?[^"#]+\.html)"', html)) - {"index.html"})
     assert {"runs/exp001_baseline.html", "runs/exp002_other.html", "runs/ens_demo.html"} <= set(links)
-    assert any(link.startswith("diff_") for link in links)
+    assert any(link.startswith("diff_") for link in links) and "adval.html" in links
     for link in links:
         browser.open((site / link).as_uri())
         assert browser.eval(IMAGES_OK), link
         assert browser.problems() == [], link
     page = (site / "runs" / "exp001_baseline.html").read_text()
     for section in ("Learning curves", "Per-class F1", "Confusion matrix", "Misclassified", "Validation schemes",
-                    "Lineage"):
+                    "Lineage", "Pseudo-label rounds", "Adversarial validation"):
         assert f"<h2>{section}" in page, section
     other = (site / "runs" / "exp002_other.html").read_text()
     assert "parent experiment" in other and "<td>lr</td><td>0.002</td><td>0.0005</td>" in other
@@ -165,3 +184,21 @@ def test_run_readers_parent_config_diff_and_torn_metrics(tmp_path):
     (run / "pseudo.json").write_text(json.dumps({"parent": "exp005_x_pl0", "round": 1}))
     assert parent_of(run) == "exp005_x_pl0"
     assert config_diff({"lr": 1, "name": "a", "aug": "x"}, {"lr": 2, "name": "b", "aug": "x"}) == [("lr", 1, 2)]
+
+
+def test_segmentation_run_page_shows_tuned_thresholds_and_min_areas(tmp_path):
+    from kit.demo import make_demo
+    from kit.report_data import gather_run
+    from kit.report_pages import run_page
+    comp = make_demo(tmp_path / "seg", 0, "segmentation")
+    run = tmp_path / "runs" / "seg1"
+    run.mkdir(parents=True)
+    save_config(Config(comp=str(comp), name="seg1"), run / "config.yaml")
+    (run / "cv.json").write_text(json.dumps({"cv": 0.8, "metric": "dice", "threshold": [0.35, 0.6],
+                                             "min_area": [0, 12], "oof_fixed_threshold": 0.7, "oof_score": 0.8}))
+    info = gather_run(tmp_path / "runs", "seg1", [])
+    ctx = {"competition": "demo_seg", "metric": "dice", "pages": {"seg1"}, "nav": [("overview", "index.html")]}
+    html = run_page(info, ctx)
+    assert "Segmentation post-processing" in html
+    section = html.split("Segmentation post-processing", 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", section) == ["0", "0.3500", "0", "1", "0.6000", "12"]
