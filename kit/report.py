@@ -181,7 +181,7 @@ def build_report(comp: str = "", out: str = "", runs: str = "runs", subs: str = 
     if adval:
         grids = {p.stem.replace("_", " "): charts.file_uri(p) for p in sorted((competition.root / "adval").glob("*.png"))}
         _write(out_dir / "adval.html", adval_page(ctx, adval, grids))
-    cache_path.write_text(json.dumps(fresh, indent=0))
+    _write(cache_path, json.dumps(fresh, indent=0))
     return {"index": out_dir / "index.html", "rows": len(rows), "pages": len(pages), "rebuilt": rebuilt,
             "diffs": len(diffs), "seconds": time.perf_counter() - t0}
 

@@ -136,6 +136,7 @@ def fingerprint(runs: Path, name: str, rows: list[dict], extra: str = "") -> str
             if p.is_file():
                 st = p.stat()
                 h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    for p in sorted(Path(runs).glob(f"{glob_escape(name)}_pl*/pseudo.json")):
+    root = (read_json(run_dir / "pseudo.json") or {}).get("root") or name
+    for p in sorted(Path(runs).glob(f"{glob_escape(root)}_pl*/pseudo.json")):
         h.update(f"{p}|{p.stat().st_mtime_ns}\n".encode())
     return h.hexdigest()
