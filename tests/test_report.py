@@ -12,9 +12,12 @@ import pytest
 
 from kit.competition import load_competition
 from kit.config import Config, save_config
+from kit.ensemble import ensemble_runs
+from kit.folds import create_folds
 from kit.ledger import Ledger
 from kit.report import ReportError, build_report, pick_finals
 from kit.report_data import config_diff, parent_of, read_metrics
+from kit.submissions import submit_run
 from kit.tables import write_probs
 from tests.helpers import ROOT, kit, launch
 
@@ -67,14 +70,15 @@ def demo_site(demo_dir, tmp_path_factory):
     comp = work / "demo"
     shutil.copytree(demo_dir, comp, ignore=shutil.ignore_patterns(".kit_cache", "folds.csv"))
     runs = work / "runs"
-    kit("folds", str(comp), "--n=2", cwd=work)
+    create_folds(load_competition(comp), 2, "stratified", 42, "", False)
     launch(BASELINE, f"--comp={comp}", f"--out_dir={runs}", "--fold=all", "--epochs=2", "--limit=80",
            "--num_workers=0", "--model=test_resnet", "--valid_schemes=plain,testlike", "--resume=never", cwd=work)
     _second_run(runs, comp, runs / "exp001_baseline")
-    kit("submit", "exp001_baseline", "-m", "baseline <b>not bold</b>", cwd=work)
-    kit("submit", "exp002_other", "-m", "second run", cwd=work)
-    kit("ensemble", "exp001_baseline", "exp002_other", "--name=ens_demo", cwd=work)
-    kit("submit", "ens_demo", "-m", "soft ensemble", cwd=work)
+    subs = work / "submissions"  # in-process: each `kit` subprocess would spend seconds on imports
+    submit_run("exp001_baseline", "baseline <b>not bold</b>", runs, subs)
+    submit_run("exp002_other", "second run", runs, subs)
+    ensemble_runs(["exp001_baseline", "exp002_other"], "soft", "ens_demo", runs)
+    submit_run("ens_demo", "soft ensemble", runs, subs)
     _adval_and_pseudo(comp, runs)
     r = kit("report", f"--out={work / 'site'}", cwd=work)
     assert "3 submission(s), 3 run page(s)" in r.stdout, r.stdout
