@@ -110,7 +110,7 @@ def build_report(comp: str = "", out: str = "", runs: str = "runs", subs: str = 
     out_dir = Path(out or Path("reports") / str(name))
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     cache_path = out_dir / ".report_cache.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache = read_json(cache_path) or {}  # unreadable: every page is rebuilt
     fresh = {}
 
     schemes = compare_schemes(ledger, name)

@@ -22,6 +22,7 @@ from kit.tables import write_probs
 from tests.helpers import ROOT, kit, launch
 
 BASELINE = ROOT / "experiments" / "exp001_baseline.py"
+SAME_WORKER = pytest.mark.xdist_group("report_site")  # the demo site is built once, on one worker
 
 
 def _second_run(runs: Path, comp_dir: Path, like: Path, name: str = "exp002_other") -> Path:
@@ -97,6 +98,7 @@ IMAGES_OK = ("[...document.images].every(i => i.complete && i.naturalWidth > 0 &
              "&& i.getBoundingClientRect().width > 0 && i.getBoundingClientRect().height > 0)")
 
 
+@SAME_WORKER
 @pytest.mark.slow
 def test_site_opens_offline_with_every_image_and_a_sortable_ledger(demo_site, browser, capsys):
     work, site = demo_site
@@ -132,6 +134,7 @@ def test_site_opens_offline_with_every_image_and_a_sortable_ledger(demo_site, br
     assert browser.problems() == []
 
 
+@SAME_WORKER
 @pytest.mark.slow
 def test_every_linked_page_loads_offline_and_shows_its_sections(demo_site, browser):
     work, site = demo_site
@@ -153,6 +156,7 @@ def test_every_linked_page_loads_offline_and_shows_its_sections(demo_site, brows
     assert "<h2>Ensemble" in ens and "exp002_other" in ens
 
 
+@SAME_WORKER
 @pytest.mark.slow
 def test_rerun_rebuilds_only_what_changed(demo_site, monkeypatch):
     work, site = demo_site
