@@ -72,7 +72,8 @@ def _browser_times(index: Path) -> dict:
         b.open(index.as_uri())
         out = {"open_s": time.perf_counter() - t}
         out["sort_ms"] = b.eval("(() => { const t = performance.now(); [...document.querySelectorAll('#ledger th')]"
-                                ".find(h => h.textContent.trim() === 'public').click(); return performance.now() - t })()")
+                                ".find(h => h.textContent.trim() === 'public').click(); "
+                                "return performance.now() - t })()")
         out["filter_ms"] = b.eval("(() => { const t = performance.now(); const f = document.getElementById('filter');"
                                   " f.value = 'try 1'; f.dispatchEvent(new Event('input')); "
                                   "return performance.now() - t })()")

@@ -179,7 +179,8 @@ def build_report(comp: str = "", out: str = "", runs: str = "runs", subs: str = 
             _write(target, diff_page(ctx, by_id[a], by_id[b], _build_diff(competition, by_id[a], by_id[b])))
         rebuilt += 1
     if adval:
-        grids = {p.stem.replace("_", " "): charts.file_uri(p) for p in sorted((competition.root / "adval").glob("*.png"))}
+        pngs = sorted((competition.root / "adval").glob("*.png"))
+        grids = {p.stem.replace("_", " "): charts.file_uri(p) for p in pngs}
         _write(out_dir / "adval.html", adval_page(ctx, adval, grids))
     _write(cache_path, json.dumps(fresh, indent=0))
     return {"index": out_dir / "index.html", "rows": len(rows), "pages": len(pages), "rebuilt": rebuilt,

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import _pyplot
 from .metrics import LOWER_IS_BETTER
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # no display where reports are built
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def png_uri(data: bytes) -> str:

@@ -19,7 +19,8 @@ tr.pick-cv td{background:#e5f6e5}tr.pick-public td{background:#fff4d6}tr.pick-cv
 .note{color:#666}.box{background:#fff;border:1px solid #ddd;padding:8px 12px;margin:6px 0;display:inline-block}
 .grid{display:flex;flex-wrap:wrap;gap:6px}.grid figure{margin:0;width:110px;font-size:11px;text-align:center}
 .grid img{width:96px;height:96px;object-fit:contain;image-rendering:pixelated}
-.row{display:flex;flex-wrap:wrap;gap:10px}.row figure{margin:0}.row img{max-width:460px}.controls{margin:6px 0}.controls input{width:280px}code{font-size:12px}.bad{color:#b00020}
+.row{display:flex;flex-wrap:wrap;gap:10px}.row figure{margin:0}.row img{max-width:460px}
+.controls{margin:6px 0}.controls input{width:280px}code{font-size:12px}.bad{color:#b00020}
 """
 
 JS = """

@@ -66,7 +66,7 @@ def _adval_and_pseudo(comp_dir: Path, runs: Path) -> None:
 
 @pytest.fixture(scope="module")
 def demo_site(demo_dir, tmp_path_factory):
-    """The demo after a 2-epoch accelerate run (2 folds), a second run, an ensemble, 3 submissions; then `kit report`."""
+    """The demo after a 2-epoch accelerate run (2 folds), a second run, an ensemble, 3 submissions; `kit report`."""
     work = tmp_path_factory.mktemp("report")
     comp = work / "demo"
     shutil.copytree(demo_dir, comp, ignore=shutil.ignore_patterns(".kit_cache", "folds.csv"))
