@@ -226,10 +226,24 @@ def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpu
         raise SystemExit("kit sweep: no trial completed")
 
 
+def report(comp: str = "", out: str = "", runs: str = "runs", subs: str = "submissions", diff: str = "",
+           misclassified: bool = True) -> None:
+    """A static HTML site of one competition (default: the latest in the ledger) in reports/<comp>: ledger, CV vs
+    leaderboard per scheme, a page per run; --diff=3:5 adds diff pages; opens from disk, offline."""
+    from .report import ReportError, build_report
+    try:
+        info = build_report(str(comp), str(out), runs, subs, str(diff), misclassified)
+    except ReportError as e:
+        raise SystemExit(f"kit report: {e}") from None
+    print(f"wrote {info['index']}: {info['rows']} submission(s), {info['pages']} run page(s) "
+          f"({info['rebuilt']} page(s) rebuilt) in {info['seconds']:.1f} s")
+
+
 COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
 COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
 COMMANDS["sweep"] = sweep
+COMMANDS["report"] = report
 
 
 def main() -> None:
