@@ -129,6 +129,17 @@ class SegTrainer(Trainer):
         self.views = parse_views(cfg.tta)
         create_seg_loss(cfg.seg_loss, self.spec.mode)  # a bad loss name fails before any work
 
+    def setup_inference(self) -> None:
+        """Load the competition and its mask spec only: what predicting test masks needs."""
+        self.comp = load_competition(self.config.comp)
+        self.spec = mask_spec(self.comp)
+        self.views = parse_views(self.config.tta)
+
+    def data_config_model(self) -> str:
+        """A timm encoder (tu-<name>) gives its own data config; smp encoders use ImageNet's."""
+        enc = self.config.encoder
+        return enc[3:] if enc.startswith("tu-") else ""
+
     def _dataset(self, rows: pd.DataFrame | None, ids: list, split: str) -> SegDataset:
         where = "test" if split == "test" else "train"
         paths = [self.comp.image_path(i, where) for i in ids]
