@@ -11,6 +11,7 @@ import importlib.util
 import inspect
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ def experiment_class(source: Path | None, class_name: str = "", config_path: Pat
     if source is not None and Path(source).is_file() and Path(source).suffix == ".py":
         spec = importlib.util.spec_from_file_location(f"kit_run_{Path(source).stem}_{abs(hash(str(source)))}", source)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # inspect.getfile(cls) finds the file through sys.modules
         spec.loader.exec_module(module)
         found = [c for _, c in inspect.getmembers(module, inspect.isclass)
                  if issubclass(c, Trainer) and c.__module__ == module.__name__]

@@ -1,0 +1,213 @@
+"""Code competitions: runs and an ensemble exported, their notebook run offline in a fresh environment.
+
+The fresh environment stands for Kaggle's image: a new virtual environment that sees this one's packages
+(torch, timm, albumentations, ... are preinstalled there) but not its kit; the kit comes from the exported
+wheel, installed with `pip install --no-index`. The competition folder the notebook reads holds only the
+test images and the sample submission, and nothing may be written into it.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import save_file
+
+from kit.export import ExportError, export_runs
+from kit.infer import experiment_class
+from kit.launch import run
+from kit.models import create_model
+from tests.helpers import ROOT, kit
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]  # one worker trains the runs once
+
+# An experiment whose model is not what its config alone would rebuild: a temperature module around the net.
+TEMPERED = '''"""exp_tempered: the baseline with a learnable temperature on the logits."""
+import torch
+
+from kit import Config, Trainer, run
+from kit.models import create_model
+
+
+class Tempered(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.t = net, torch.nn.Parameter(torch.full((1,), 2.0))
+
+    def forward(self, x):
+        return self.net(x) / self.t
+
+
+class Exp(Trainer):
+    config = Config(model="test_resnet", img_size=32)
+
+    def build_model(self):
+        cfg = self.config
+        return Tempered(create_model(cfg.model, self.comp.num_classes, cfg.pretrained, cfg.weights))
+
+
+if __name__ == "__main__":
+    run(Exp)
+'''
+FAST = ["--epochs=1", "--limit=60", "--batch_size=16", "--num_workers=0", "--img_size=32"]
+
+
+def small_copy(src, dst, n_test):
+    """The demo with its first n_test test images only (a quick test set), no leaderboard."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".kit_cache", "folds.csv", "leaderboard"))
+    sample = pd.read_csv(dst / "sample_submission.csv", dtype=str)
+    keep = set(sample.id[:n_test])
+    sample[sample.id.isin(keep)].to_csv(dst / "sample_submission.csv", index=False)
+    for p in (dst / "test").iterdir():
+        if p.stem not in keep:
+            p.unlink()
+    spec = yaml.safe_load((dst / "competition.yaml").read_text())
+    spec.pop("leaderboard", None)
+    (dst / "competition.yaml").write_text(yaml.safe_dump(spec))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_dir):
+    """Two classification runs (one with its own build_model, trained from local 'pretrained' weights), a
+    weighted ensemble with TTA on one member, one segmentation run, and `kit submit` CSVs of each."""
+    tmp = tmp_path_factory.mktemp("export")
+    comp = small_copy(demo_dir, tmp / "demo", 150)
+    kit("folds", str(comp), "--n=2", cwd=tmp)
+    runs, subs = tmp / "runs", tmp / "submissions"
+    (tmp / "exp_tempered.py").write_text(TEMPERED)
+    weights = tmp / "pretrained.safetensors"  # a local checkpoint standing for downloaded hub weights
+    save_file(create_model("test_resnet", 1000).state_dict(), str(weights))
+    base = experiment_class(ROOT / "experiments" / "exp001_baseline.py")
+    common = [f"--comp={comp}", f"--out_dir={runs}", "--fold=all", "--model=test_resnet", *FAST]
+    run(base, [*common, "--name=exp_a"])
+    run(experiment_class(tmp / "exp_tempered.py"), [*common, "--name=exp_b", "--pretrained=true",
+                                                      f"--weights={weights}", "--seed=1"])
+    weights.unlink()  # what predicting and exporting need is in the run folder, nothing else
+    env = {"HF_HUB_OFFLINE": "1"}
+    kit("predict", "exp_b", "--tta=hflip", f"--runs={runs}", cwd=tmp, env=env)
+    kit("ensemble", "exp_a", "exp_b", "--method=weighted", "--name=ens", f"--runs={runs}", cwd=tmp)
+    seg = tmp / "demo_seg"
+    kit("demo-data", "--task=segmentation", f"--out={seg}")
+    seg_cls = experiment_class(ROOT / "experiments" / "exp_seg001_unet.py")
+    run(seg_cls, [f"--comp={seg}", f"--out_dir={runs}", "--name=seg", "--encoder=tu-test_resnet", "--tta=hflip",
+                  "--epochs=1", "--limit=60", "--num_workers=0", "--img_size=32", "--batch_size=16"])
+    csv = {}
+    for name in ("exp_a", "ens", "seg"):
+        kit("submit", name, f"--runs={runs}", f"--out={subs}", "--target=manual", cwd=tmp)
+        csv[name] = sorted(subs.glob(f"*_{name}.csv"))[-1]
+    return {"tmp": tmp, "comp": comp, "seg": seg, "runs": runs, "csv": csv, "env": env}
+
+
+def same_csv(got, want, kind):
+    a, b = pd.read_csv(got, dtype=str, keep_default_na=False), pd.read_csv(want, dtype=str, keep_default_na=False)
+    assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
+    assert (a == b).all().all(), f"{kind}: {int((a != b).any(axis=1).sum())} rows differ"
+
+
+def test_export_of_one_run_writes_the_package_and_reproduces_kit_submit(trained, capsys):
+    out = trained["tmp"] / "export" / "exp_a"
+    info = export_runs(["exp_a"], out, trained["runs"])
+    ds = out / "dataset"
+    meta = json.loads((ds / "package.json").read_text())
+    [member] = meta["members"]
+    assert sorted(member["weights"]) == ["0", "1"] and member["views"] == ["none"]
+    assert member["model"]["mean"] == "0.5,0.5,0.5" and member["model"]["timm_model"] == "test_resnet"
+    assert "leaderboard" not in yaml.safe_load((ds / "competition.yaml").read_text())
+    kernel = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert kernel["enable_internet"] is False and kernel["dataset_sources"] == [info["dataset"]]
+    assert (out / "kernel" / kernel["code_file"]).exists()
+    # the wheel holds the kit's source, not a pointer to this checkout
+    with zipfile.ZipFile(ds / info["wheels"][0]) as zf:
+        names = zf.namelist()
+    assert "kit/infer.py" in names and not any("editable" in n or n.endswith(".pth") for n in names)
+    # measured on the local test images: the same probabilities as the run's own table
+    assert info["images"] == 150 and info["cpu_s_per_1000"] > 0 and info["max_abs_diff_vs_run"] < 1e-5
+    assert info["size_bytes"] == sum(p.stat().st_size for p in ds.iterdir())
+    with pytest.raises(ExportError, match="not empty"):
+        export_runs(["exp_a"], out, trained["runs"])
+    with pytest.raises(ExportError, match="not a trained run"):
+        export_runs(["nope"], trained["tmp"] / "export" / "nope", trained["runs"])
+
+
+def fresh_venv(path):
+    """A new environment over this one's packages (Kaggle's preinstalled image), without this one's kit."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    site = subprocess.run([str(path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # a path line only: .pth files in the shared folder (the editable kit among them) are not processed
+    (path / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" /
+     "image.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return path / "bin" / "python", site
+
+
+RUN_NOTEBOOK = '''
+import sys, nbformat
+from nbclient import NotebookClient
+nb = nbformat.read(sys.argv[1], as_version=4)
+nb.cells.append(nbformat.v4.new_code_cell("import kit; print('KIT_FROM', kit.__file__)"))
+NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+nbformat.write(nb, sys.argv[3])
+'''
+
+
+def snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def kaggle_input(comp, dst):
+    """What a code competition mounts: the test images and the sample submission, read-only."""
+    dst.mkdir()
+    shutil.copytree(comp / "test", dst / "test")
+    shutil.copy(comp / "sample_submission.csv", dst)
+    for p in [dst, *dst.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    return dst
+
+
+def test_notebook_runs_offline_in_a_fresh_environment_and_matches_kit_submit(trained):
+    tmp, runs = trained["tmp"], trained["runs"]
+    python, site = fresh_venv(tmp / "venv")
+    for name, comp in (("ens", trained["comp"]), ("seg", trained["seg"])):
+        out = tmp / "export" / name
+        export_runs([name], out, runs, measure=False)
+        data = kaggle_input(comp, tmp / f"input_{name}")
+        before = snapshot(data)
+        work = tmp / f"working_{name}"
+        work.mkdir()
+        nb = next((out / "kernel").glob("*.ipynb"))
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env.update(HF_HUB_OFFLINE="1", KIT_PACKAGE=str(out / "dataset"), KIT_DATA=str(data), OMP_NUM_THREADS="1")
+        r = subprocess.run([str(python), "-c", RUN_NOTEBOOK, str(nb), str(work), str(work / "executed.ipynb")],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-4000:]
+        printed = json.dumps(json.loads((work / "executed.ipynb").read_text())["cells"][-1]["outputs"])
+        assert f"KIT_FROM {site}" in printed  # the wheel's kit, not this checkout's
+        assert snapshot(data) == before  # nothing written into the competition folder
+        same_csv(work / "submission.csv", trained["csv"][name], name)
+        if name == "ens":  # the exported probability table: the ensemble's own, within float32 rounding
+            a = pd.read_parquet(work / "kit_work" / "test.parquet").set_index("id")
+            b = pd.read_parquet(runs / "ens" / "test.parquet").set_index("id").loc[a.index, a.columns]
+            np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-5)
+            assert json.loads((out / "dataset" / "package.json").read_text())["method"] == "weighted"
+
+
+def test_run_trained_from_local_weights_predicts_and_exports_without_network(trained):
+    """exp_b was trained with --pretrained=true --weights=<file>; the file is gone and the hub is off."""
+    tmp, runs, env = trained["tmp"], trained["runs"], trained["env"]
+    before = pd.read_parquet(runs / "exp_b" / "test.parquet")
+    r = kit("predict", "exp_b", "--oof=false", "--tta=hflip", f"--runs={runs}", cwd=tmp, env=env)
+    assert "test images only" in r.stdout
+    after = pd.read_parquet(runs / "exp_b" / "test.parquet")
+    np.testing.assert_allclose(after.iloc[:, 1:].to_numpy(), before.iloc[:, 1:].to_numpy(), atol=1e-5)
+    r = kit("export", "exp_b", f"--out={tmp / 'export' / 'exp_b'}", f"--runs={runs}", cwd=tmp, env=env)
+    assert "per 1,000 test images" in r.stdout and "package size" in r.stdout
+    assert json.loads((tmp / "export" / "exp_b" / "export.json").read_text())["max_abs_diff_vs_run"] < 1e-5
+    # the config still says pretrained: a plain rebuild from it would have asked the hub
+    assert yaml.safe_load((runs / "exp_b" / "config.yaml").read_text())["pretrained"] is True
