@@ -8,10 +8,12 @@ test images and the sample submission, and nothing may be written into it.
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,11 +21,17 @@ import pytest
 import yaml
 from safetensors.torch import save_file
 
+from kit.competition import load_competition
+from kit.demo import make_demo
+from kit.ensemble import ensemble_runs
 from kit.export import ExportError, export_runs
+from kit.folds import create_folds
 from kit.infer import experiment_class
 from kit.launch import run
 from kit.models import create_model
-from tests.helpers import ROOT, kit
+from kit.predict import predict_run
+from kit.submissions import submit_run
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]  # one worker trains the runs once
 
@@ -79,7 +87,7 @@ def trained(tmp_path_factory, demo_dir):
     weighted ensemble with TTA on one member, one segmentation run, and `kit submit` CSVs of each."""
     tmp = tmp_path_factory.mktemp("export")
     comp = small_copy(demo_dir, tmp / "demo", 150)
-    kit("folds", str(comp), "--n=2", cwd=tmp)
+    create_folds(load_competition(comp), 2)
     runs, subs = tmp / "runs", tmp / "submissions"
     (tmp / "exp_tempered.py").write_text(TEMPERED)
     weights = tmp / "pretrained.safetensors"  # a local checkpoint standing for downloaded hub weights
@@ -90,19 +98,14 @@ def trained(tmp_path_factory, demo_dir):
     run(experiment_class(tmp / "exp_tempered.py"), [*common, "--name=exp_b", "--pretrained=true",
                                                       f"--weights={weights}", "--seed=1"])
     weights.unlink()  # what predicting and exporting need is in the run folder, nothing else
-    env = {"HF_HUB_OFFLINE": "1"}
-    kit("predict", "exp_b", "--tta=hflip", f"--runs={runs}", cwd=tmp, env=env)
-    kit("ensemble", "exp_a", "exp_b", "--method=weighted", "--name=ens", f"--runs={runs}", cwd=tmp)
-    seg = tmp / "demo_seg"
-    kit("demo-data", "--task=segmentation", f"--out={seg}")
+    predict_run("exp_b", "hflip", runs=runs)
+    ensemble_runs(["exp_a", "exp_b"], "weighted", "ens", runs)
+    seg = make_demo(tmp / "demo_seg", task="segmentation")
     seg_cls = experiment_class(ROOT / "experiments" / "exp_seg001_unet.py")
     run(seg_cls, [f"--comp={seg}", f"--out_dir={runs}", "--name=seg", "--encoder=tu-test_resnet", "--tta=hflip",
                   "--epochs=1", "--limit=60", "--num_workers=0", "--img_size=32", "--batch_size=16"])
-    csv = {}
-    for name in ("exp_a", "ens", "seg"):
-        kit("submit", name, f"--runs={runs}", f"--out={subs}", "--target=manual", cwd=tmp)
-        csv[name] = sorted(subs.glob(f"*_{name}.csv"))[-1]
-    return {"tmp": tmp, "comp": comp, "seg": seg, "runs": runs, "csv": csv, "env": env}
+    csv = {name: Path(submit_run(name, runs=runs, out=subs, target="manual")["file"]) for name in ("exp_a", "ens", "seg")}
+    return {"tmp": tmp, "comp": comp, "seg": seg, "runs": runs, "csv": csv}
 
 
 def same_csv(got, want, kind):
@@ -198,16 +201,23 @@ def test_notebook_runs_offline_in_a_fresh_environment_and_matches_kit_submit(tra
             assert json.loads((out / "dataset" / "package.json").read_text())["method"] == "weighted"
 
 
-def test_run_trained_from_local_weights_predicts_and_exports_without_network(trained):
-    """exp_b was trained with --pretrained=true --weights=<file>; the file is gone and the hub is off."""
-    tmp, runs, env = trained["tmp"], trained["runs"], trained["env"]
+def test_run_trained_from_local_weights_predicts_and_exports_without_network(trained, monkeypatch):
+    """exp_b was trained with --pretrained=true --weights=<file>; the file is gone, the hub off, sockets blocked."""
+    tmp, runs = trained["tmp"], trained["runs"]
+
+    def no_network(*a, **k):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     before = pd.read_parquet(runs / "exp_b" / "test.parquet")
-    r = kit("predict", "exp_b", "--oof=false", "--tta=hflip", f"--runs={runs}", cwd=tmp, env=env)
-    assert "test images only" in r.stdout
+    shutil.rmtree(trained["comp"] / ".kit_cache")  # written by training's pre-flight
+    info = predict_run("exp_b", "hflip", runs=runs, oof=False)
+    assert info["oof_tta"] is None and info["folds"] == [0, 1]
     after = pd.read_parquet(runs / "exp_b" / "test.parquet")
     np.testing.assert_allclose(after.iloc[:, 1:].to_numpy(), before.iloc[:, 1:].to_numpy(), atol=1e-5)
-    r = kit("export", "exp_b", f"--out={tmp / 'export' / 'exp_b'}", f"--runs={runs}", cwd=tmp, env=env)
-    assert "per 1,000 test images" in r.stdout and "package size" in r.stdout
-    assert json.loads((tmp / "export" / "exp_b" / "export.json").read_text())["max_abs_diff_vs_run"] < 1e-5
+    assert not (trained["comp"] / ".kit_cache").exists()  # the test-only path writes nothing beside the data
+    info = export_runs(["exp_b"], tmp / "export" / "exp_b", runs)
+    assert info["max_abs_diff_vs_run"] < 1e-5 and info["cpu_s_per_1000"] > 0
     # the config still says pretrained: a plain rebuild from it would have asked the hub
     assert yaml.safe_load((runs / "exp_b" / "config.yaml").read_text())["pretrained"] is True
