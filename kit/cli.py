@@ -239,6 +239,18 @@ def export(*exps: str, out: str = "", runs: str = "runs", wheels: str = "kit", u
               f"images measured)" + ("" if diff is None else f"; max |p - test.parquet| = {diff:.2e}"))
 
 
+def push(folder: str, kernel: bool = False, submit: bool = False, m: str = "", out: str = "submissions") -> None:
+    """Upload export/<name> as a Kaggle Dataset (new or a new version); --kernel pushes its notebook; --submit submits it."""
+    from .push import PushError, push_export
+    try:
+        row = push_export(folder, _flag(kernel), _flag(submit), str(m), out)
+    except (PushError, FileNotFoundError) as e:
+        raise SystemExit(f"kit push: {e}") from None
+    print(f"dataset {row['kaggle_dataset']}" + (f", kernel {row['kaggle_kernel']}" if row["kaggle_kernel"] else "") +
+          (f", code submission ref {row['kaggle_ref']} (`kit sync` fetches its score)" if row["kaggle_ref"] else "") +
+          f"  [ledger #{row['id']}]")
+
+
 def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
     """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, resumable); --gpus=0,1 gives each worker one."""
     from .sweep import run_sweep
@@ -254,7 +266,7 @@ def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpu
 COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
 COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
-COMMANDS.update({"sweep": sweep, "export": export})
+COMMANDS.update({"sweep": sweep, "export": export, "push": push})
 
 
 def main() -> None:

@@ -271,7 +271,7 @@ def record_score(ledger: Ledger, ref: str | int, public: float | None = None, pr
 def sync_kaggle(ledger: Ledger, api=None) -> list[dict]:
     """Fill status and scores of pending Kaggle rows from Kaggle's submissions list."""
     from .kaggle_client import list_submissions
-    pending = ledger.rows("target='kaggle' AND status IN ('pending', 'uploading')")
+    pending = ledger.rows("target IN ('kaggle', 'kaggle-code') AND status IN ('pending', 'uploading')")
     changed = []
     for slug in sorted({r["kaggle_slug"] for r in pending} - {None}):
         listed = list_submissions(slug, api=api)

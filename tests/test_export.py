@@ -29,8 +29,11 @@ from kit.folds import create_folds
 from kit.infer import experiment_class
 from kit.launch import run
 from kit.models import create_model
+from kit.ledger import Ledger
 from kit.predict import predict_run
-from kit.submissions import submit_run
+from kit.push import PushError, push_export
+from kit.submissions import submit_run, sync_kaggle
+from tests.fake_kaggle import FakeKaggle
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("export")]  # one worker trains the runs once
@@ -221,3 +224,50 @@ def test_run_trained_from_local_weights_predicts_and_exports_without_network(tra
     assert info["max_abs_diff_vs_run"] < 1e-5 and info["cpu_s_per_1000"] > 0
     # the config still says pretrained: a plain rebuild from it would have asked the hub
     assert yaml.safe_load((runs / "exp_b" / "config.yaml").read_text())["pretrained"] is True
+
+
+SECRET = "k3y-5ecret-0123456789abcdef"
+
+
+def test_push_creates_then_versions_the_dataset_pushes_the_kernel_and_submits(trained, tmp_path, monkeypatch):
+    """Through the kaggle package's own KaggleApi against the local fake Kaggle; success read from its answers."""
+    spec_path = trained["comp"] / "competition.yaml"
+    spec = spec_path.read_text()
+    spec_path.write_text(spec + "kaggle: kit-demo\n")
+    try:
+        out = tmp_path / "export" / "exp_a"
+        info = export_runs(["exp_a"], out, trained["runs"], user="kit-user", measure=False)
+    finally:
+        spec_path.write_text(spec)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / ".kaggle"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "kit-user")
+    monkeypatch.setenv("KAGGLE_KEY", SECRET)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    fake = FakeKaggle(competitions=("kit-demo",)).install(monkeypatch)
+    subs = tmp_path / "submissions"
+
+    row = push_export(out, out=subs)  # dataset only, created
+    ref = info["dataset"]
+    assert row["kaggle_dataset"] == f"{ref}@v1" and row["target"] == "kaggle-code" and row["status"] == "pushed"
+    uploaded = fake.datasets[ref][0]
+    local = {p.name: p.read_bytes() for p in (out / "dataset").iterdir() if p.name != "dataset-metadata.json"}
+    assert uploaded == local  # every file, byte for byte (weights, wheel, package.json)
+
+    row = push_export(out, kernel=True, submit=True, message="code sub", out=subs)  # a new version, kernel, submit
+    assert row["kaggle_dataset"] == f"{ref}@v2" and len(fake.datasets[ref]) == 2
+    [saved] = fake.kernels[info["kernel"]]
+    assert saved["enableInternet"] is False and saved["datasetDataSources"] == [ref]
+    assert saved["competitionDataSources"] == ["kit-demo"] and json.loads(saved["text"])["cells"]
+    assert row["kaggle_kernel"] == f"{info['kernel']}@v1" and row["status"] == "pending"
+    sub = fake.submissions[-1]
+    assert (row["kaggle_ref"], sub["kernel"], sub["kernel_version"]) == (sub["ref"], info["kernel"], 1)
+    fake.finish(sub["ref"], public=0.5, private=0.4)  # `kit sync` reads the code submission's score
+    [synced] = sync_kaggle(Ledger(subs / "ledger.db"))
+    assert (synced["id"], synced["public"], synced["status"]) == (row["id"], 0.5, "scored")
+
+    fake.kernel_error = "Notebook quota exceeded"  # Kaggle's answer says no, without an HTTP error
+    with pytest.raises(PushError, match="quota exceeded"):
+        push_export(out, kernel=True, out=subs)
+    assert SECRET not in (subs / "ledger.db").read_bytes().decode("latin-1")
