@@ -265,6 +265,5 @@ def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size
     run_dir = Path(runs) / exp
     done = predict_run_test(run_dir, tta or load_config(run_dir / "config.yaml", SegConfig).tta, "mean", batch_size,
                             device=device)
-    (run_dir / "predict.json").write_text(json.dumps({"tta": done["views"], "views": done["views"],
-                                                      "folds": done["folds"]}))
+    (run_dir / "predict.json").write_text(json.dumps({"tta": done["views"], "folds": done["folds"]}))
     return run_dir / "test_masks.npz"
