@@ -25,7 +25,8 @@ INSTALL = '''\
 wheels = sorted(glob.glob(os.path.join(PACKAGE, "*.whl")))
 if wheels:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--ignore-installed",
-                    "--find-links", PACKAGE, *wheels], check=True)'''
+                    "--find-links", PACKAGE, *wheels], check=True)
+    import importlib; importlib.invalidate_caches()  # the kernel started before the kit was installed'''
 
 PREDICT = '''\
 # The same fold models, TTA views, ensemble weights and submission checks as `kit submit`

@@ -15,7 +15,7 @@ from .data import build_loader
 from .heads import head_sizes
 from .infer import experiment_class, predict_run_test
 from .models import load_state_dict
-from .tables import output_columns, score_oof, write_confusion, write_probs
+from .tables import output_columns, score_oof, write_confusion
 from .trainer import Trainer
 from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
