@@ -30,6 +30,7 @@ class Norm:
 
     @property
     def cv2_interpolation(self) -> int:
+        """The OpenCV flag albumentations resizes with."""
         return CV2_INTERPOLATION[self.interpolation]
 
     def as_fields(self) -> dict:
