@@ -47,12 +47,18 @@ def dataset_version(api, ref: str) -> int | None:
     return json.loads(text).get("current_version_number")
 
 
-def push_dataset(api, folder: Path, message: str) -> str:
-    """Create the dataset, or add a version when it exists; 'owner/slug@v<N>' as Kaggle numbers it."""
+def dataset_ref(folder: Path) -> str:
+    """owner/slug from dataset-metadata.json; refused while it still holds the placeholder user name."""
     ref = json.loads((folder / "dataset-metadata.json").read_text())["id"]
     if ref.startswith(PLACEHOLDER_USER + "/"):
         raise PushError(f"{folder}/dataset-metadata.json: id {ref!r}: export again with --user=<your Kaggle user name> "
                         "(or KAGGLE_USERNAME set)")
+    return ref
+
+
+def push_dataset(api, folder: Path, message: str) -> str:
+    """Create the dataset, or add a version when it exists; 'owner/slug@v<N>' as Kaggle numbers it."""
+    ref = dataset_ref(folder)
     before = dataset_version(api, ref)
     if before is None:
         resp = _quiet(api.dataset_create_new, str(folder), public=False, quiet=True)
@@ -93,7 +99,12 @@ def push_export(folder: str | Path, kernel: bool = False, submit: bool = False, 
     package = read_package(dataset)
     if submit and not package.get("kaggle"):
         raise PushError(f"{dataset}/competition.yaml: kaggle: no competition slug to submit to")
-    api = api or make_api()
+    dataset_ref(dataset)  # before any call to Kaggle
+    if api is None:
+        try:
+            api = make_api()
+        except RuntimeError as e:  # no credentials
+            raise PushError(redact(str(e))) from None
     message = message or f"kit export {package['name']}"
     row = {"competition": package["competition"], "kaggle_slug": package.get("kaggle") or None,
            "file": str(dataset / "package.json"), "sha256": file_sha256(dataset / "package.json"),

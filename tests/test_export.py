@@ -271,3 +271,10 @@ def test_push_creates_then_versions_the_dataset_pushes_the_kernel_and_submits(tr
     with pytest.raises(PushError, match="quota exceeded"):
         push_export(out, kernel=True, out=subs)
     assert SECRET not in (subs / "ledger.db").read_bytes().decode("latin-1")
+
+    monkeypatch.delenv("KAGGLE_USERNAME")  # exported without a user name: refused before any request
+    export_runs(["exp_a"], tmp_path / "export" / "anon", trained["runs"], measure=False)
+    sent = len(fake.requests)
+    with pytest.raises(PushError, match="--user="):
+        push_export(tmp_path / "export" / "anon", out=subs)
+    assert len(fake.requests) == sent
