@@ -51,6 +51,11 @@ def validate(csv: str, comp: str = "data/demo", all: bool = False) -> None:
     print(f"{csv}: valid")
 
 
+def _flag(value) -> bool:
+    """A boolean option as fire passes it: True/False, or text such as 'false' (fire keeps it a string)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _ledger(out: str, create: bool = False):
     from .ledger import Ledger
     path = Path(out) / "ledger.db"
@@ -172,8 +177,8 @@ def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed:
 
 
 def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
-            num_workers: int = -1, max_batch: int = -1) -> None:
-    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
+            num_workers: int = -1, max_batch: int = -1, oof: bool = True) -> None:
+    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views; --oof=false: test images only."""
     from .competition import CompetitionError
     from .predict import predict_run
     from .submissions import run_competition
@@ -181,14 +186,14 @@ def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs
     if trained and run_competition(Path(runs) / exp).task == "segmentation":  # masks: views undone, fold mean
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
-        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch)
+        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch, _flag(oof))
     except (CompetitionError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"kit predict: {e}") from None
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"{exp}: {len(info['folds'])} fold model(s) x {len(info['views'])} view(s) ({','.join(info['views'])}, "
           f"{info['method']})")
     print(f"CV {info['metric']} without TTA: {fmt(info['cv'])}  with TTA: {fmt(info['cv_tta'])}")
-    print(f"wrote {info['test']} and {info['oof_tta']}")
+    print(f"wrote {info['test']}" + (f" and {info['oof_tta']}" if info["oof_tta"] else " (test images only)"))
 
 
 def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs", seed: int = 0) -> None:
@@ -212,6 +217,38 @@ def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0
     """Segmentation: re-predict runs/<exp>'s test masks from every fold's best weights with --tta views, fold mean."""
     from .segmentation import predict_masks
     print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
+
+
+def export(*exps: str, out: str = "", runs: str = "runs", wheels: str = "kit", user: str = "", measure: bool = True,
+           force: bool = False) -> None:
+    """A run, runs or an ensemble as a Kaggle Dataset folder + offline notebook (code competitions): export/<name>."""
+    from .competition import CompetitionError
+    from .export import ExportError, export_runs
+    names = [str(e) for e in exps]
+    try:
+        info = export_runs(names, out or f"export/{names[0] if len(names) == 1 else '_'.join(names)}", runs, wheels,
+                           user, _flag(measure), _flag(force))
+    except (ExportError, CompetitionError, FileNotFoundError) as e:
+        raise SystemExit(f"kit export: {e}") from None
+    print(f"exported {', '.join(info['members'])} ({info['method']}) to {info['out']}: dataset {info['dataset']}, "
+          f"kernel {info['kernel']}")
+    print(f"package size: {info['size_bytes'] / 2**20:.1f} MiB ({', '.join(info['wheels']) or 'no wheels'})")
+    if "cpu_s_per_1000" in info:
+        diff = info["max_abs_diff_vs_run"]
+        print(f"notebook CPU time: {info['cpu_s_per_1000']} s per 1,000 test images (1 thread, {info['images']} "
+              f"images measured)" + ("" if diff is None else f"; max |p - test.parquet| = {diff:.2e}"))
+
+
+def push(folder: str, kernel: bool = False, submit: bool = False, m: str = "", out: str = "submissions") -> None:
+    """Upload export/<name> as a Kaggle Dataset (new or a new version); --kernel pushes its notebook; --submit submits it."""
+    from .push import PushError, push_export
+    try:
+        row = push_export(folder, _flag(kernel), _flag(submit), str(m), out)
+    except (PushError, FileNotFoundError) as e:
+        raise SystemExit(f"kit push: {e}") from None
+    print(f"dataset {row['kaggle_dataset']}" + (f", kernel {row['kaggle_kernel']}" if row["kaggle_kernel"] else "") +
+          (f", code submission ref {row['kaggle_ref']} (`kit sync` fetches its score)" if row["kaggle_ref"] else "") +
+          f"  [ledger #{row['id']}]")
 
 
 def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
@@ -242,8 +279,7 @@ def report(comp: str = "", out: str = "", runs: str = "runs", subs: str = "submi
 COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
             "ledger": ledger, "diff": diff, "cvlb": cvlb}
 COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
-COMMANDS["sweep"] = sweep
-COMMANDS["report"] = report
+COMMANDS.update({"sweep": sweep, "export": export, "push": push, "report": report})
 
 
 def main() -> None:

@@ -35,11 +35,13 @@ COLUMNS = {  # name -> SQL type; the order is the table's column order
     "tta": "TEXT",  # JSON of runs/<exp>/predict.json when test-time augmentation was used
     "pseudo": "TEXT",  # JSON of a pseudo-label round: parent run, round, threshold, rows (per class)
     "message": "TEXT",
-    "target": "TEXT",  # local | kaggle | manual
+    "target": "TEXT",  # local | kaggle | kaggle-code (a pushed notebook) | manual
     "status": "TEXT",  # pending | uploading | scored | failed | error
     "public": "REAL",
     "private": "REAL",
     "kaggle_ref": "INTEGER",  # Kaggle's submission id, used by `kit sync`
+    "kaggle_dataset": "TEXT",  # kaggle-code: the package dataset as owner/slug@v<version>
+    "kaggle_kernel": "TEXT",  # kaggle-code: the notebook as owner/slug@v<version>
     "error": "TEXT",  # why an upload or a scoring failed, as Kaggle answered it
     "scored_utc": "TEXT",
 }
@@ -155,7 +157,7 @@ class Ledger:
     def count_today(self, slug: str, con: sqlite3.Connection | None = None) -> int:
         """Kaggle uploads to competition `slug` since 00:00 UTC today that Kaggle may have counted."""
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-        sql = ("SELECT COUNT(*) FROM submissions WHERE kaggle_slug=? AND target='kaggle'"
+        sql = ("SELECT COUNT(*) FROM submissions WHERE kaggle_slug=? AND (target='kaggle' OR kaggle_ref IS NOT NULL)"
                " AND substr(created_utc,1,10)=? AND status != 'failed'")
         if con is not None:
             return con.execute(sql, (slug, day)).fetchone()[0]

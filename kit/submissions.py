@@ -53,7 +53,12 @@ def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("sub
         sub = build_submission(comp, run_dir / "test.parquet")
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    path = out_dir / f"{stamp}_{run_dir.name}.csv"
+    return save_submission(comp, sub, out_dir / f"{stamp}_{run_dir.name}.csv")
+
+
+def save_submission(comp: Competition, sub: pd.DataFrame, path: Path) -> Path:
+    """Write a submission table as CSV at `path` only when it passes `kit validate`'s checks."""
+    path = Path(path)
     tmp = path.with_suffix(".tmp")
     sub.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     problems = validate_submission(comp, tmp)
@@ -266,7 +271,7 @@ def record_score(ledger: Ledger, ref: str | int, public: float | None = None, pr
 def sync_kaggle(ledger: Ledger, api=None) -> list[dict]:
     """Fill status and scores of pending Kaggle rows from Kaggle's submissions list."""
     from .kaggle_client import list_submissions
-    pending = ledger.rows("target='kaggle' AND status IN ('pending', 'uploading')")
+    pending = ledger.rows("target IN ('kaggle', 'kaggle-code') AND status IN ('pending', 'uploading')")
     changed = []
     for slug in sorted({r["kaggle_slug"] for r in pending} - {None}):
         listed = list_submissions(slug, api=api)

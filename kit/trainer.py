@@ -34,6 +34,7 @@ from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
+from .preprocess import config_norm, resolve_norm
 from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
@@ -47,9 +48,10 @@ class Trainer:
 
     config: Config = Config()
 
-    def __init__(self, config: Config | None = None):
+    def __init__(self, config: Config | None = None, inference: bool = False):
         self.config = config if config is not None else type(self).config
-        cfg = self.config
+        self.config = cfg = self._fill_norm()
+        self.norm = config_norm(cfg)  # mean/std/interpolation of every pipeline, recorded in config.yaml
         self.name = cfg.name or sweep_run_name(Path(inspect.getfile(type(self))).stem)
         self.run_dir = Path(cfg.out_dir) / self.name
         self.accelerator = Accelerator(
@@ -61,7 +63,7 @@ class Trainer:
         )
         self.fold = self.ema = self.mixer = self.resume_dir = None
         self.tracking = Tracking(self)
-        self.setup_data()
+        self.setup_inference() if inference else self.setup_data()
 
     # ------------------------------------------------------------------ override points
     def setup_data(self) -> None:
@@ -74,13 +76,22 @@ class Trainer:
         self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
+    def setup_inference(self) -> None:
+        """Load the competition only: what predicting the test images needs (no train data, nothing written)."""
+        self.comp = load_competition(self.config.comp)
+        self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
+
+    def data_config_model(self) -> str:
+        """The timm model whose data config gives mean/std/interpolation when the config leaves them empty."""
+        return self.config.model
+
     def build_transforms(self, split: str):
-        """Albumentations pipeline for 'train', 'valid' or 'test'."""
+        """Albumentations pipeline for 'train', 'valid' or 'test' (normalised as the model expects)."""
         if split == "train":
-            return build_train_transforms(self.config.aug, self.config.img_size)
+            return build_train_transforms(self.config.aug, self.config.img_size, self.norm)
         if split == "valid" and self.config.valid_aug != "none":
-            return build_train_transforms(self.config.valid_aug, self.config.img_size)
-        return build_eval_transforms(self.config.img_size)
+            return build_train_transforms(self.config.valid_aug, self.config.img_size, self.norm)
+        return build_eval_transforms(self.config.img_size, self.norm)
 
     def build_datasets(self, fold: int):
         """(train, valid) datasets of one fold."""
@@ -253,6 +264,10 @@ class Trainer:
         return probs[np.argsort(index)]
 
     # ------------------------------------------------------------------ loop internals
+    def _fill_norm(self) -> Config:
+        cfg = self.config
+        return cfg.override(**resolve_norm(self.data_config_model(), cfg.mean, cfg.std, cfg.interpolation).as_fields())
+
     def _train_epoch(self) -> float:
         cfg, acc = self.config, self.accelerator
         self.model.train()

@@ -8,12 +8,12 @@ import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Norm  # noqa: F401  (re-exported)
 
 
-def _finish(size: int) -> list:
-    return [A.Resize(size, size, interpolation=cv2.INTER_LINEAR), A.Normalize(IMAGENET_MEAN, IMAGENET_STD), ToTensorV2()]
+def _finish(size: int, norm: Norm | None = None) -> list:
+    norm = norm or Norm()
+    return [A.Resize(size, size, interpolation=norm.cv2_interpolation), A.Normalize(norm.mean, norm.std), ToTensorV2()]
 
 
 def _preset(name: str, size: int) -> list:
@@ -52,12 +52,12 @@ def _preset(name: str, size: int) -> list:
 PRESETS = ("none", "light", "medium", "heavy", "testlike")
 
 
-def build_train_transforms(aug: str, size: int) -> A.Compose:
+def build_train_transforms(aug: str, size: int, norm: Norm | None = None) -> A.Compose:
     """A train pipeline from a preset name, an albumentations file or `module:function`, then resize/normalise/tensor.
 
     A file (`A.save(pipeline, "augs.yaml", data_format="yaml")`, or .json) or a function `f(size)`
     returning a list of transforms or a Compose gives the augmentations; a pipeline that already
-    ends in ToTensorV2 is used as it is.
+    ends in ToTensorV2 is used as it is. `norm`: the model's mean/std/interpolation (ImageNet's when None).
     """
     if aug.endswith((".yaml", ".yml", ".json")):
         if not Path(aug).exists():
@@ -70,9 +70,9 @@ def build_train_transforms(aug: str, size: int) -> A.Compose:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"--aug={aug}: cannot call {name} from module {module} ({e})") from e
     else:
-        return A.Compose(_preset(aug, size) + _finish(size))
+        return A.Compose(_preset(aug, size) + _finish(size, norm))
     steps = list(augs.transforms) if isinstance(augs, A.BaseCompose) else list(augs)
-    return A.Compose(steps if steps and isinstance(steps[-1], ToTensorV2) else steps + _finish(size))
+    return A.Compose(steps if steps and isinstance(steps[-1], ToTensorV2) else steps + _finish(size, norm))
 
 
 def build_augment(aug: str, size: int) -> A.Compose:
@@ -80,6 +80,6 @@ def build_augment(aug: str, size: int) -> A.Compose:
     return A.Compose(_preset(aug, size))
 
 
-def build_eval_transforms(size: int) -> A.Compose:
-    """The deterministic eval/test pipeline: resize, normalise, to tensor."""
-    return A.Compose(_finish(size))
+def build_eval_transforms(size: int, norm: Norm | None = None) -> A.Compose:
+    """The deterministic eval/test pipeline: resize, normalise, to tensor (`norm`: the model's; ImageNet's when None)."""
+    return A.Compose(_finish(size, norm))

@@ -23,10 +23,10 @@ def launch(script: str | Path, *args: str, processes: int = 1, cwd: Path | None 
     return r
 
 
-def kit(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def kit(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the `kit` console script."""
     r = subprocess.run([str(BIN / "kit"), *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "WANDB_MODE": "offline"})
+                       env={**os.environ, "WANDB_MODE": "offline", **(env or {})})
     if check and r.returncode != 0:
         raise AssertionError(f"kit {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
