@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import KitError
 from .faults import fault_point
 
 MARKER = "COMPLETE.json"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(KitError, RuntimeError):
     """A checkpoint could not be written or read; the message says which and what is still safe."""
 
 

@@ -137,8 +137,9 @@ def adval(comp: str = "data/demo", size: int = 0, seed: int = 0) -> None:
     """Adversarial validation: train-vs-test AUC, the most test-like augmentation, grids and statistics."""
     from .adval import format_report, run_adval
     from .competition import load_competition
+    from .workdir import work_dir
     c = load_competition(comp)
-    print(format_report(run_adval(c, size=size, seed=seed), c.root / "adval"))
+    print(format_report(run_adval(c, size=size, seed=seed), work_dir(c) / "adval"))
 
 
 def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int = 0, soft: bool = False,
@@ -226,12 +227,42 @@ def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpu
         raise SystemExit("kit sweep: no trial completed")
 
 
-COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
-            "ledger": ledger, "diff": diff, "cvlb": cvlb}
-COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
-COMMANDS["sweep"] = sweep
+# The loop's order: make data and folds, look at train vs test, (train with accelerate launch), predict,
+# blend, pseudo-label, check and submit, record scores, compare.
+COMMANDS = {"demo_data": demo_data, "folds": folds, "adval": adval, "predict": predict, "predict_seg": predict_seg,
+            "ensemble": ensemble, "pseudo": pseudo, "sweep": sweep, "validate": validate, "submit": submit,
+            "score": score, "sync": sync, "ledger": ledger, "diff": diff, "cvlb": cvlb}
 
 
-def main() -> None:
+def usage() -> str:
+    """`kit --help`: the commands in the loop's order, one line each."""
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [f"  {name.replace('_', '-'):<{width}}{(fn.__doc__ or '').strip().splitlines()[0]}"
+             for name, fn in COMMANDS.items()]
+    return ("usage: kit COMMAND [ARGS] (kit COMMAND --help for its arguments)\n"
+            "training itself: accelerate launch experiments/<exp>.py --fold=all\n\ncommands:\n" + "\n".join(lines))
+
+
+def clean_errors(name: str, fn):
+    """Run a command; a user-fixable error becomes one paragraph and exit status 1, never a traceback."""
+    import functools
+
+    from .errors import KitError
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KitError as e:
+            raise SystemExit(f"kit {name.replace('_', '-')}: {e}") from None
+    return wrapped
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the `kit` console script."""
-    fire.Fire(COMMANDS)
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    fire.Fire({name: clean_errors(name, fn) for name, fn in COMMANDS.items()}, command=argv, name="kit")

@@ -1,4 +1,4 @@
-"""Folds: `folds.csv` (id, fold) beside competition.yaml, made once and then only read."""
+"""Folds: `folds.csv` (id, fold) beside competition.yaml (kit/workdir.py), made once and then only read."""
 from __future__ import annotations
 
 import hashlib
@@ -9,13 +9,14 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
 from .competition import Competition, CompetitionError, read_table
+from .workdir import folds_file
 
 SCHEMES = ("stratified", "group", "multilabel", "stratified_group", "adversarial")
 
 
 def folds_path(comp: Competition) -> Path:
-    """Where the competition's folds live."""
-    return comp.root / "folds.csv"
+    """Where the competition's folds live (beside the data, or in the cache folder when the data is read-only)."""
+    return folds_file(comp)
 
 
 def file_hash(path: Path) -> str:

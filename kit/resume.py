@@ -18,16 +18,17 @@ import torch
 
 from .checkpoint import CheckpointError, inspect_checkpoint, newest_complete, prune_checkpoints, write_checkpoint
 from .faults import fault_point
+from .errors import KitError
 
 STATE_FILE = "trainer_state.pt"
 STEP_LOG = "steps.jsonl"
 
 
-class ResumeError(RuntimeError):
+class ResumeError(KitError, RuntimeError):
     """A checkpoint cannot be resumed from as asked; the message says why and what to do."""
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(KitError, RuntimeError):
     """The loss became NaN/inf more often than --skip_nonfinite allows."""
 
 

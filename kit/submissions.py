@@ -14,12 +14,13 @@ from .config import load_config
 from .ledger import Ledger, utc_now
 from .tables import current_predict, output_columns, read_probs
 from .validate import validate_submission
+from .errors import KitError
 
 __all__ = ["SubmissionError", "build_submission", "validate_submission", "write_submission", "run_lineage",
            "submit_run"]
 
 
-class SubmissionError(ValueError):
+class SubmissionError(KitError, ValueError):
     """A submission file breaks the competition's format; the message lists every problem."""
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import folds as folds_mod
 from .competition import load_competition
-from .config import Config, save_config
+from .config import Config, ConfigError, save_config
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
@@ -354,10 +354,10 @@ class Trainer:
         try:
             k = int(self.config.fold)
         except ValueError:
-            raise ValueError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
+            raise ConfigError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
         known = sorted(self.folds.fold.unique().tolist())
         if k not in known:
-            raise ValueError(f"--fold={k}: folds.csv has folds {known}")
+            raise ConfigError(f"--fold={k}: folds.csv has folds {known}")
         return [k]
 
     def finish(self, summaries: list[dict]) -> dict | None:
