@@ -39,7 +39,7 @@ def parse_yaml(text: str, path: Path) -> tuple[object, dict]:
 
 
 def _walk(node, prefix: str, lines: dict, problems: list, path: Path) -> None:
-    if not isinstance(node, yaml.MappingNode) or prefix.count(".") >= 1:
+    if not isinstance(node, yaml.MappingNode) or prefix.count(".") > 1:
         return
     for key, value in node.value:
         name = f"{prefix}{key.value}"

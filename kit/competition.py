@@ -88,9 +88,14 @@ def read_table(path: Path, need_rows: bool = False) -> pd.DataFrame:
         raise CompetitionError(f"{path}: the file is empty (not even a header line)") from None
     except pd.errors.ParserError as e:  # pandas says "Expected 2 fields in line 5, saw 3"
         raise CompetitionError(f"{path}: unreadable CSV: {str(e).replace('Error tokenizing data. C error: ', '')}") from None
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise CompetitionError(f"{path}:{line}: byte {e.start} is not UTF-8; save the file as UTF-8") from None
+    except UnicodeDecodeError:
+        raw = path.read_bytes()  # pandas counts from its read buffer: find the file offset and line ourselves
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise CompetitionError(f"{path}:{line}: byte {e.start} is not UTF-8; save the file as UTF-8") from None
+        raise
     if need_rows and df.empty:
         raise CompetitionError(f"{path}: has a header ({list(df.columns)}) but no rows")
     return df

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-from .competition import Competition, CompetitionError, read_table
+from .competition import Competition, CompetitionError, check_columns, read_table
 from .workdir import folds_file
 
 SCHEMES = ("stratified", "group", "multilabel", "stratified_group", "adversarial")
@@ -123,7 +123,13 @@ def load_folds(comp: Competition, train: pd.DataFrame, n: int = 5, seed: int = 4
     path = folds_path(comp)
     if not path.exists():
         write_folds(make_stratified(train, comp.id_column, comp.target, n, seed), path)
-    folds = read_table(path)
+    folds = read_table(path, need_rows=True)
+    check_columns(folds, [comp.id_column, "fold"], path)
+    bad = ~folds["fold"].str.strip().str.fullmatch(r"\d+")
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise CompetitionError(f"{path}:{i + 2} column 'fold' = {folds['fold'].iloc[i]!r}: expected a fold number "
+                               f"(0, 1, ...); {int(bad.sum())} such row(s)")
     folds["fold"] = folds["fold"].astype(int)
     missing = set(train[comp.id_column]) - set(folds[comp.id_column])
     if missing:

@@ -86,7 +86,7 @@ def check_image(path: Path, max_pixels: int = MAX_PIXELS) -> str | None:
         read_image(path)
     except OSError:
         if fmt:
-            return f"a {fmt} file OpenCV (the training loader) cannot decode; convert it to PNG or JPEG"
+            return f"an image in {fmt} format, which OpenCV (the training loader) cannot decode; save it as PNG or JPEG"
         return "not an image"
     return None
 
