@@ -9,44 +9,15 @@ import shutil
 import struct
 import zlib
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from kit import Config, Trainer, run
+from tests.helpers import TINY_YAML, make_tiny
 
-CLASSES = ["a", "b", "c"]
-YAML = """name: tiny
-task: multiclass
-id_column: id
-target_columns: [label]
-classes: [a, b, c]
-train_csv: train.csv
-train_images: train
-test_images: test
-image_pattern: "{id}.png"
-sample_submission: sample_submission.csv
-metric: macro_f1
-submission: {kind: label, columns: [id, label]}
-daily_limit: 5
-"""
-
-
-def make_tiny(root):
-    """24 train and 6 test 16x16 PNGs over three classes."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 24), ("test", 6)):
-        (root / split).mkdir(parents=True)
-        for i in range(n):
-            cv2.imwrite(str(root / split / f"{split[:2]}{i:02d}.png"), rng.integers(0, 255, (16, 16, 3), np.uint8))
-    pd.DataFrame({"id": [f"tr{i:02d}" for i in range(24)], "label": [CLASSES[i % 3] for i in range(24)]}).to_csv(
-        root / "train.csv", index=False)
-    pd.DataFrame({"id": [f"te{i:02d}" for i in range(6)], "label": "a"}).to_csv(
-        root / "sample_submission.csv", index=False)
-    (root / "competition.yaml").write_text(YAML)
-    return root
+YAML = TINY_YAML  # line numbers below refer to it
 
 
 @pytest.fixture(scope="module")
