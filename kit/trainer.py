@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
 from . import folds as folds_mod
+from .checkpoint import write_aside
 from .competition import load_competition
 from .config import Config, ConfigError, save_config
 from .data import ImageDataset, build_loader
@@ -322,9 +322,8 @@ class Trainer:
         if acc.is_main_process:
             model = acc.unwrap_model(eval_module(self.model, self.ema))  # the EMA weights when EMA is on
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            tmp = self.fold_dir / "best.safetensors.tmp"
-            save_file(state, str(tmp), metadata={"epoch": str(self.epoch), "score": str(self.best)})
-            os.replace(tmp, self.fold_dir / "best.safetensors")
+            meta = {"epoch": str(self.epoch), "score": str(self.best)}
+            write_aside(self.fold_dir / "best.safetensors", lambda tmp: save_file(state, str(tmp), metadata=meta))
             self.write_predictions("oof", self.valid_ids, probs)
         acc.wait_for_everyone()
 
