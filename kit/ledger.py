@@ -15,6 +15,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .checkpoint import out_of_space
 from .errors import KitError
 
 SCHEMA_VERSION = 1
@@ -124,6 +125,9 @@ class Ledger:
             if "locked" in str(e) or "busy" in str(e):
                 raise LedgerError(f"{self.path}: locked by another process for more than {self.timeout:g} s "
                                   f"(another kit submit or sync still running?); try again") from None
+            if out_of_space(e, self.path.parent):  # SQLite says "disk I/O error" or "database or disk is full"
+                raise LedgerError(f"{self.path}: disk full ({e}); nothing was recorded. Free space, then run the "
+                                  f"command again") from None
             raise LedgerError(f"{self.path}: {e}") from None
         except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
             raise LedgerError(f"{self.path}: not a readable ledger ({e}); move it aside and `kit submit` starts a "
