@@ -111,7 +111,7 @@ def check_columns(df: pd.DataFrame, needed, path) -> None:
 def load_competition(comp: str | Path) -> Competition:
     """Read `<comp>/competition.yaml` (or a YAML path); every schema problem is named with its line and key."""
     path = Path(comp)
-    if path.is_dir():
+    if path.is_dir() or path.suffix not in (".yaml", ".yml"):
         path = path / "competition.yaml"
     if not path.is_file():
         raise CompetitionError(f"{path}: not found (run `kit demo-data` for the demo competition)")
