@@ -34,6 +34,7 @@ from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
+from .progress import progress
 from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
@@ -241,7 +242,7 @@ class Trainer:
     def _predict(self, loader) -> np.ndarray:
         self.model.eval()
         probs, index = [], []
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not self.accelerator.is_local_main_process):
+        for batch in progress(loader, "predict", self.accelerator.is_local_main_process):
             out = self.eval_step(batch)
             p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
             probs.append(p.cpu())
@@ -258,8 +259,7 @@ class Trainer:
         self.model.train()
         # data order and augmentation from (seed, epoch); after a resume, the batches done are skipped
         loader, first, loss_sum = begin_epoch(self)  # loss summed on device
-        bar = tqdm(loader, desc=f"fold {self.fold} epoch {self.epoch}", leave=False,
-                   disable=not acc.is_local_main_process)
+        bar = progress(loader, f"fold {self.fold} epoch {self.epoch}", acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
             if self.mixer is not None:
