@@ -5,8 +5,10 @@ experiments/<exp>.py` runs (`kit.run`), in-process; the run must exit with one p
 must exist (training never began), and a control run of the unbroken folder must train.
 """
 import io
+import os
 import shutil
 import struct
+import subprocess
 import zlib
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from PIL import Image
 
 from kit import Config, Trainer, run
-from tests.helpers import TINY_YAML, make_tiny
+from tests.helpers import BIN, ROOT, TINY_YAML, make_tiny
 
 YAML = TINY_YAML  # line numbers below refer to it
 
@@ -182,3 +184,23 @@ def test_the_unbroken_folder_trains(tiny, tmp_path):
     shutil.copytree(tiny, comp)
     result = _run(comp, tmp_path, "--predict_test=false")
     assert result["per_fold"] and (tmp_path / "runs" / "bad" / "fold0" / "best.safetensors").exists()
+
+
+def test_accelerate_launch_prints_one_paragraph_and_no_traceback(tiny, tmp_path):
+    comp = tmp_path / "comp"
+    shutil.copytree(tiny, comp)
+    CASES["misspelled metric key"][0](comp)
+    cmd = [str(BIN / "accelerate"), "launch", "-q", "--config_file", str(ROOT / "accelerate_config.yaml"),
+           str(ROOT / "experiments" / "exp001_baseline.py"), f"--comp={comp}", f"--out_dir={tmp_path / 'runs'}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"exp001_baseline.py: error: {comp}/competition.yaml:11: metirc: unknown key; did you "
+                                "mean 'metric'? (keys for your own code go under extra:)")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_schema_metric_names_match_the_metric_registries():
+    from kit.comp_schema import CLASS_METRICS, SEG_METRICS
+    from kit.metrics import METRICS
+    from kit.seg_metrics import SEG_METRICS as SEG
+    assert set(CLASS_METRICS) == set(METRICS) and set(SEG_METRICS) == set(SEG)
