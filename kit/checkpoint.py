@@ -145,8 +145,9 @@ def write_checkpoint(root: Path, name: str, write: Callable[[Path], None], meta:
         if full:
             prev, _ = newest_complete(root)
             kept = f"the previous checkpoint {prev.path} is complete and loadable" if prev else "no earlier checkpoint"
-            raise CheckpointError(f"disk full while writing checkpoint {final} ({type(e).__name__}: {e}); the partial "
-                                  f"write was removed and nothing else deleted: {kept}. Free space, then resume.") from e
+            raise CheckpointError(f"disk full while writing checkpoint {final} ({type(e).__name__}: {e}); the "
+                                  f"partial write was removed and nothing else deleted: {kept}. Free space, then "
+                                  f"resume.") from e
         raise CheckpointError(f"could not write checkpoint {final} ({type(e).__name__}: {e}); the partial write "
                               f"was removed") from e
     barrier()

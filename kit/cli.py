@@ -61,7 +61,7 @@ def _ledger(out: str, create: bool = False):
 
 def score(submission: str, public: float = None, private: float = None, comp: str = "",
           out: str = "submissions") -> None:
-    """Record public/private scores by hand for a submission (ledger id, CSV name, sha256 prefix or any CSV)."""
+    """Record public/private scores of a submission (ledger id, CSV name, sha256, any CSV); none given: rescore locally."""
     from .submissions import SubmissionError, record_score
     try:
         row = record_score(_ledger(out, create=True), submission, public, private, comp)

@@ -16,7 +16,8 @@ PATH_KEYS = ("train_csv", "test_csv", "train_images", "test_images", "sample_sub
 TEXT_KEYS = ("name", "id_column", "image_pattern", "kaggle", "task", "metric", "target_column", *PATH_KEYS)
 KEYS = (*TEXT_KEYS, "target_columns", "classes", "heads", "submission", "daily_limit", "image_size", "masks",
         "extra", "allow_outside_paths", "max_image_pixels")
-SUBMISSION_KEYS = ("kind", "columns", "order", "layout", "key", "unique_ids", "image_size", "sum_to_one", "sum_tolerance")
+SUBMISSION_KEYS = ("kind", "columns", "order", "layout", "key", "unique_ids", "image_size", "sum_to_one",
+                   "sum_tolerance")
 MASK_KEYS = ("mode", "source", "order", "folder", "pattern")
 OPTIONAL_PATHS = ("test_csv", "leaderboard")  # may be empty
 

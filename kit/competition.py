@@ -87,7 +87,8 @@ def read_table(path: Path, need_rows: bool = False) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise CompetitionError(f"{path}: the file is empty (not even a header line)") from None
     except pd.errors.ParserError as e:  # pandas says "Expected 2 fields in line 5, saw 3"
-        raise CompetitionError(f"{path}: unreadable CSV: {str(e).replace('Error tokenizing data. C error: ', '')}") from None
+        why = str(e).replace("Error tokenizing data. C error: ", "").strip()
+        raise CompetitionError(f"{path}: unreadable CSV: {why}") from None
     except UnicodeDecodeError:
         raw = path.read_bytes()  # pandas counts from its read buffer: find the file offset and line ourselves
         try:
