@@ -128,7 +128,7 @@ CASES = {  # name: (plant the fault, fragments the message must contain)
     "train.csv ragged row": (train_csv(b"id,label\ntr00,a\ntr01,b,extra\n"), ["train.csv: unreadable CSV", "line 3"]),
     "train.csv not utf-8": (train_csv(b"id,label\ntr00,a\ntr01,\xe9\n"), ["train.csv:3: byte 21 is not UTF-8"]),
     "train.csv a folder": (lambda r: ((r / "train.csv").unlink(), (r / "train.csv").mkdir()), ["train.csv: is a folder"]),
-    "label column missing": (edit_train(lambda d: d.rename(columns={"label": "y"}, inplace=True)),
+    "label column missing": (edit_train(lambda d: setattr(d, "columns", ["id", "y"])),
                              ["train.csv: missing column(s) ['label']"]),
     "unknown class": (edit_train(lambda d: d.loc.__setitem__((1, "label"), "z")), ["train.csv:3 column 'label' = 'z': unknown class"]),
     "duplicate id": (edit_train(lambda d: d.loc.__setitem__((5, "id"), "tr01")), ["train.csv:7 column 'id' = 'tr01': duplicate id"]),
