@@ -21,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from .competition import Competition
 from .data import read_image, seed_pipeline
 from .transforms import PRESETS, build_augment
+from .workdir import work_dir
 
 STATS = ("brightness", "contrast", "noise", "saturation", "colour_cast", "ink_row", "ink_col",
          "ink_angle", "top_bottom", "left_right")
@@ -113,7 +114,7 @@ def stat_differences(train_imgs: list, test_imgs: list) -> pd.DataFrame:
 
 def run_adval(comp: Competition, size: int = 0, seed: int = 0, augs=PRESETS, top: int = 16) -> dict:
     """Measure the shift, pick the most test-like augmentation, write report, grids and p(test) to <comp>/adval/."""
-    out = comp.root / "adval"
+    out = work_dir(comp) / "adval"
     out.mkdir(exist_ok=True)
     train = comp.read_train()
     test = comp.read_test()
@@ -160,7 +161,7 @@ def format_report(report: dict, out: Path) -> str:
 
 def load_report(comp: Competition) -> dict | None:
     """The last `kit adval` report of this competition, if any."""
-    path = comp.root / "adval" / "adval.json"
+    path = work_dir(comp) / "adval" / "adval.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -176,10 +177,10 @@ def adversarial_folds(comp: Competition, train: pd.DataFrame, n: int, seed: int)
     if report["auc"] < NO_SHIFT_AUC:
         meta.update(scheme="stratified", valid_aug="none", reason=f"AUC {report['auc']:.3f} < {NO_SHIFT_AUC}: no shift")
         return make_stratified(train, comp.id_column, comp.target, n, seed), meta
-    p = pd.read_csv(comp.root / "adval" / "train_p_test.csv", dtype={comp.id_column: str})
+    p = pd.read_csv(work_dir(comp) / "adval" / "train_p_test.csv", dtype={comp.id_column: str})
     df = train[[comp.id_column, comp.target]].merge(p, on=comp.id_column, how="left")
     if df.p_test.isna().any():
-        raise ValueError(f"{comp.root}/adval/train_p_test.csv is stale: re-run `kit adval {comp.root}`")
+        raise ValueError(f"{work_dir(comp)}/adval/train_p_test.csv is stale: re-run `kit adval {comp.root}`")
     fold = np.empty(len(df), int)
     for _, rows in df.groupby(comp.target):
         order = rows.sort_values("p_test", ascending=False, kind="stable").index.to_numpy()

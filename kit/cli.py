@@ -66,7 +66,7 @@ def _ledger(out: str, create: bool = False):
 
 def score(submission: str, public: float = None, private: float = None, comp: str = "",
           out: str = "submissions") -> None:
-    """Record public/private scores by hand for a submission (ledger id, CSV name, sha256 prefix or any CSV)."""
+    """Record public/private scores of a submission (ledger id, CSV name, sha256, any CSV); none given: rescore locally."""
     from .submissions import SubmissionError, record_score
     try:
         row = record_score(_ledger(out, create=True), submission, public, private, comp)
@@ -142,8 +142,9 @@ def adval(comp: str = "data/demo", size: int = 0, seed: int = 0) -> None:
     """Adversarial validation: train-vs-test AUC, the most test-like augmentation, grids and statistics."""
     from .adval import format_report, run_adval
     from .competition import load_competition
+    from .workdir import work_dir
     c = load_competition(comp)
-    print(format_report(run_adval(c, size=size, seed=seed), c.root / "adval"))
+    print(format_report(run_adval(c, size=size, seed=seed), work_dir(c) / "adval"))
 
 
 def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int = 0, soft: bool = False,
@@ -276,12 +277,43 @@ def report(comp: str = "", out: str = "", runs: str = "runs", subs: str = "submi
           f"({info['rebuilt']} page(s) rebuilt) in {info['seconds']:.1f} s")
 
 
-COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
-            "ledger": ledger, "diff": diff, "cvlb": cvlb}
-COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
-COMMANDS.update({"sweep": sweep, "export": export, "push": push, "report": report})
+# The loop's order: make data and folds, look at train vs test, (train with accelerate launch), predict,
+# blend, pseudo-label, check and submit (or export and push a notebook), record scores, compare, report.
+COMMANDS = {"demo_data": demo_data, "folds": folds, "adval": adval, "predict": predict, "predict_seg": predict_seg,
+            "ensemble": ensemble, "pseudo": pseudo, "sweep": sweep, "validate": validate, "submit": submit,
+            "export": export, "push": push, "score": score, "sync": sync, "ledger": ledger, "diff": diff,
+            "cvlb": cvlb, "report": report}
 
 
-def main() -> None:
+def usage() -> str:
+    """`kit --help`: the commands in the loop's order, one line each."""
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [f"  {name.replace('_', '-'):<{width}}{(fn.__doc__ or '').strip().splitlines()[0]}"
+             for name, fn in COMMANDS.items()]
+    return ("usage: kit COMMAND [ARGS] (kit COMMAND --help for its arguments)\n"
+            "training itself: accelerate launch experiments/<exp>.py --fold=all\n\ncommands:\n" + "\n".join(lines))
+
+
+def clean_errors(name: str, fn):
+    """Run a command; a user-fixable error becomes one paragraph and exit status 1, never a traceback."""
+    import functools
+
+    from .errors import KitError
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KitError as e:
+            raise SystemExit(f"kit {name.replace('_', '-')}: {e}") from None
+    return wrapped
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the `kit` console script."""
-    fire.Fire(COMMANDS)
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    fire.Fire({name: clean_errors(name, fn) for name, fn in COMMANDS.items()}, command=argv, name="kit")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import KitError
+
 
 @dataclass(frozen=True)
 class Config:
@@ -89,7 +91,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-class ConfigError(ValueError):
+class ConfigError(KitError, ValueError):
     """A bad command-line override: unknown key or a value of the wrong type."""
 
 

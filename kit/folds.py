@@ -1,4 +1,4 @@
-"""Folds: `folds.csv` (id, fold) beside competition.yaml, made once and then only read."""
+"""Folds: `folds.csv` (id, fold) beside competition.yaml (kit/workdir.py), made once and then only read."""
 from __future__ import annotations
 
 import hashlib
@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-from .competition import Competition, CompetitionError, read_table
+from .competition import Competition, CompetitionError, check_columns, read_table
+from .workdir import folds_file
 
 SCHEMES = ("stratified", "group", "multilabel", "stratified_group", "adversarial")
 
 
 def folds_path(comp: Competition) -> Path:
-    """Where the competition's folds live."""
-    return comp.root / "folds.csv"
+    """Where the competition's folds live (beside the data, or in the cache folder when the data is read-only)."""
+    return folds_file(comp)
 
 
 def file_hash(path: Path) -> str:
@@ -122,7 +123,13 @@ def load_folds(comp: Competition, train: pd.DataFrame, n: int = 5, seed: int = 4
     path = folds_path(comp)
     if not path.exists():
         write_folds(make_stratified(train, comp.id_column, comp.target, n, seed), path)
-    folds = read_table(path)
+    folds = read_table(path, need_rows=True)
+    check_columns(folds, [comp.id_column, "fold"], path)
+    bad = ~folds["fold"].str.strip().str.fullmatch(r"\d+")
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise CompetitionError(f"{path}:{i + 2} column 'fold' = {folds['fold'].iloc[i]!r}: expected a fold number "
+                               f"(0, 1, ...); {int(bad.sum())} such row(s)")
     folds["fold"] = folds["fold"].astype(int)
     missing = set(train[comp.id_column]) - set(folds[comp.id_column])
     if missing:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import folds as folds_mod
 from .config import load_config
@@ -15,6 +14,7 @@ from .data import build_loader
 from .heads import head_sizes
 from .infer import experiment_class, predict_run_test
 from .models import load_state_dict
+from .progress import progress
 from .tables import output_columns, score_oof, write_confusion
 from .trainer import Trainer
 from .tta import COMBINE, auto_max_batch, parse_views, predict_views
@@ -71,7 +71,7 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
     acc = trainer.accelerator
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
-    for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
+    for batch in progress(loader, f"{desc}: {len(models)} model(s) x {len(views)} view(s)"):
         x = batch["image"].to(acc.device)
         cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
         for j, model in enumerate(models):

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import yaml
 
+from .errors import KitError
+
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform",
                  "log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values")
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # wandb's default
 
 
-class SweepError(ValueError):
+class SweepError(KitError, ValueError):
     """A sweep YAML that cannot be run: the message names the file and the key."""
 
 

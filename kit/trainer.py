@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,8 +20,9 @@ from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
 from . import folds as folds_mod
+from .checkpoint import write_aside
 from .competition import load_competition
-from .config import Config, save_config
+from .config import Config, ConfigError, save_config
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
@@ -35,6 +35,7 @@ from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .preflight import preflight
 from .preprocess import config_norm, resolve_norm
+from .progress import progress
 from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run
 from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
@@ -252,7 +253,7 @@ class Trainer:
     def _predict(self, loader) -> np.ndarray:
         self.model.eval()
         probs, index = [], []
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not self.accelerator.is_local_main_process):
+        for batch in progress(loader, "predict", self.accelerator.is_local_main_process):
             out = self.eval_step(batch)
             p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
             probs.append(p.cpu())
@@ -273,8 +274,7 @@ class Trainer:
         self.model.train()
         # data order and augmentation from (seed, epoch); after a resume, the batches done are skipped
         loader, first, loss_sum = begin_epoch(self)  # loss summed on device
-        bar = tqdm(loader, desc=f"fold {self.fold} epoch {self.epoch}", leave=False,
-                   disable=not acc.is_local_main_process)
+        bar = progress(loader, f"fold {self.fold} epoch {self.epoch}", acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
             if self.mixer is not None:
@@ -337,9 +337,8 @@ class Trainer:
         if acc.is_main_process:
             model = acc.unwrap_model(eval_module(self.model, self.ema))  # the EMA weights when EMA is on
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            tmp = self.fold_dir / "best.safetensors.tmp"
-            save_file(state, str(tmp), metadata={"epoch": str(self.epoch), "score": str(self.best)})
-            os.replace(tmp, self.fold_dir / "best.safetensors")
+            meta = {"epoch": str(self.epoch), "score": str(self.best)}
+            write_aside(self.fold_dir / "best.safetensors", lambda tmp: save_file(state, str(tmp), metadata=meta))
             self.write_predictions("oof", self.valid_ids, probs)
         acc.wait_for_everyone()
 
@@ -369,10 +368,10 @@ class Trainer:
         try:
             k = int(self.config.fold)
         except ValueError:
-            raise ValueError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
+            raise ConfigError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
         known = sorted(self.folds.fold.unique().tolist())
         if k not in known:
-            raise ValueError(f"--fold={k}: folds.csv has folds {known}")
+            raise ConfigError(f"--fold={k}: folds.csv has folds {known}")
         return [k]
 
     def finish(self, summaries: list[dict]) -> dict | None:

@@ -5,6 +5,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY_CLASSES = ["a", "b", "c"]
+TINY_YAML = """name: tiny
+task: multiclass
+id_column: id
+target_columns: [label]
+classes: [a, b, c]
+train_csv: train.csv
+train_images: train
+test_images: test
+image_pattern: "{id}.png"
+sample_submission: sample_submission.csv
+metric: macro_f1
+submission: {kind: label, columns: [id, label]}
+daily_limit: 5
+"""
 BIN = Path(sys.executable).parent
 
 
@@ -37,3 +52,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def make_tiny(root):
+    """24 train and 6 test 16x16 PNGs over three classes."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 6)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / split / f"{split[:2]}{i:02d}.png"), rng.integers(0, 255, (16, 16, 3), np.uint8))
+    pd.DataFrame({"id": [f"tr{i:02d}" for i in range(24)], "label": [TINY_CLASSES[i % 3] for i in range(24)]}).to_csv(
+        root / "train.csv", index=False)
+    pd.DataFrame({"id": [f"te{i:02d}" for i in range(6)], "label": "a"}).to_csv(
+        root / "sample_submission.csv", index=False)
+    (root / "competition.yaml").write_text(TINY_YAML)
+    return root
