@@ -33,6 +33,7 @@ from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
+from .nodes import check_run_dir_shared, check_same_folds
 from .preflight import preflight
 from .resume import begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run
 from .sampling import create_sampler
@@ -62,15 +63,20 @@ class Trainer:
         self.fold = self.ema = self.mixer = self.resume_dir = None
         self.tracking = Tracking(self)
         self.setup_data()
+        check_run_dir_shared(self.accelerator, self.run_dir)  # several machines: one run folder they all see
 
     # ------------------------------------------------------------------ override points
     def setup_data(self) -> None:
         """Load the competition, run the pre-flight checks, read (or make) the folds."""
         cfg = self.config
         self.comp = load_competition(cfg.comp)
-        with self.accelerator.main_process_first():  # rank 0 writes folds and the scan cache first
+        acc = self.accelerator
+        with acc.main_process_first():  # rank 0 writes folds and the scan cache first
             full = preflight(self.comp, include_test=cfg.predict_test)
-            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+            if acc.is_main_process:  # the only process that may create folds.csv (once per run, not per machine)
+                folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        check_same_folds(acc, folds_mod.folds_path(self.comp))
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
         self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
