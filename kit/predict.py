@@ -18,6 +18,7 @@ from .heads import head_sizes
 from .models import load_state_dict
 from .tables import output_columns, score_oof, write_confusion, write_probs
 from .trainer import Trainer
+from .transforms import normalize_images
 from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
 
@@ -79,7 +80,7 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
     for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
-        x = batch["image"].to(acc.device)
+        x = normalize_images(batch["image"].to(acc.device), trainer.config.channels_last)  # uint8 moved, then normalised
         cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
         for j, model in enumerate(models):
             trainer.model = model

@@ -40,7 +40,7 @@ from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
 from .tracking import Tracking, parse_trackers, sweep_run_name
-from .transforms import build_eval_transforms, build_train_transforms
+from .transforms import build_eval_transforms, build_train_transforms, normalize_images
 
 
 class Trainer:
@@ -81,12 +81,12 @@ class Trainer:
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
     def build_transforms(self, split: str):
-        """Albumentations pipeline for 'train', 'valid' or 'test'."""
+        """Albumentations pipeline for 'train', 'valid' or 'test' (uint8 out: the loop normalises on the device)."""
         if split == "train":
-            return build_train_transforms(self.config.aug, self.config.img_size)
+            return build_train_transforms(self.config.aug, self.config.img_size, normalize=False)
         if split == "valid" and self.config.valid_aug != "none":
-            return build_train_transforms(self.config.valid_aug, self.config.img_size)
-        return build_eval_transforms(self.config.img_size)
+            return build_train_transforms(self.config.valid_aug, self.config.img_size, normalize=False)
+        return build_eval_transforms(self.config.img_size, normalize=False)
 
     def build_datasets(self, fold: int):
         """(train, valid) datasets of one fold."""
@@ -248,7 +248,7 @@ class Trainer:
         self.model.eval()
         probs, index = [], []
         for batch in tqdm(loader, desc="predict", leave=False, disable=not self.accelerator.is_local_main_process):
-            out = self.eval_step(batch)
+            out = self.eval_step(self._on_device(batch))
             p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
             probs.append(p.cpu())
             index.append(i.cpu())
@@ -268,6 +268,7 @@ class Trainer:
                    disable=not acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
+            batch = self._on_device(batch)
             if self.mixer is not None:
                 batch = mix_batch(self.mixer, batch)
             with acc.accumulate(self.model):
@@ -293,6 +294,10 @@ class Trainer:
                     self.ema.update(acc.unwrap_model(self.model), step=self.step)
                 end_step(self, n, loss_sum)  # a mid-epoch checkpoint every --ckpt_every steps
         return (acc.reduce(loss_sum, "mean") / max(n, 1)).item()
+
+    def _on_device(self, batch: dict) -> dict:
+        # uint8 images came to the device (a quarter of the bytes); normalised here, values as on the CPU
+        return {**batch, "image": normalize_images(batch["image"], self.config.channels_last)}
 
     def _start_run_dir(self) -> None:
         acc = self.accelerator

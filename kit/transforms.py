@@ -6,14 +6,18 @@ from pathlib import Path
 
 import albumentations as A
 import cv2
+import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _finish(size: int) -> list:
-    return [A.Resize(size, size, interpolation=cv2.INTER_LINEAR), A.Normalize(IMAGENET_MEAN, IMAGENET_STD), ToTensorV2()]
+def _finish(size: int, normalize: bool = True) -> list:
+    # normalize=False: uint8 tensors, a quarter of the bytes to move; normalize_images finishes them on the device
+    norm = [A.Normalize(IMAGENET_MEAN, IMAGENET_STD)] if normalize else []
+    return [A.Resize(size, size, interpolation=cv2.INTER_LINEAR), *norm, ToTensorV2()]
 
 
 def _preset(name: str, size: int) -> list:
@@ -52,8 +56,10 @@ def _preset(name: str, size: int) -> list:
 PRESETS = ("none", "light", "medium", "heavy", "testlike")
 
 
-def build_train_transforms(aug: str, size: int) -> A.Compose:
+def build_train_transforms(aug: str, size: int, normalize: bool = True) -> A.Compose:
     """A train pipeline from a preset name, an albumentations file or `module:function`, then resize/normalise/tensor.
+
+    normalize=False ends in uint8 tensors, for `normalize_images` on the device.
 
     A file (`A.save(pipeline, "augs.yaml", data_format="yaml")`, or .json) or a function `f(size)`
     returning a list of transforms or a Compose gives the augmentations; a pipeline that already
@@ -70,9 +76,9 @@ def build_train_transforms(aug: str, size: int) -> A.Compose:
         except (ImportError, AttributeError) as e:
             raise ValueError(f"--aug={aug}: cannot call {name} from module {module} ({e})") from e
     else:
-        return A.Compose(_preset(aug, size) + _finish(size))
+        return A.Compose(_preset(aug, size) + _finish(size, normalize))
     steps = list(augs.transforms) if isinstance(augs, A.BaseCompose) else list(augs)
-    return A.Compose(steps if steps and isinstance(steps[-1], ToTensorV2) else steps + _finish(size))
+    return A.Compose(steps if steps and isinstance(steps[-1], ToTensorV2) else steps + _finish(size, normalize))
 
 
 def build_augment(aug: str, size: int) -> A.Compose:
@@ -80,6 +86,42 @@ def build_augment(aug: str, size: int) -> A.Compose:
     return A.Compose(_preset(aug, size))
 
 
-def build_eval_transforms(size: int) -> A.Compose:
-    """The deterministic eval/test pipeline: resize, normalise, to tensor."""
-    return A.Compose(_finish(size))
+def build_eval_transforms(size: int, normalize: bool = True) -> A.Compose:
+    """The deterministic eval/test pipeline: resize, normalise (unless normalize=False: uint8), to tensor."""
+    return A.Compose(_finish(size, normalize))
+
+
+def normalize_images(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """A uint8 (N, C, H, W) batch -> float32 normalised on its own device, bitwise what A.Normalize gives on the
+    CPU; a batch that is not uint8 (a pipeline that normalised already) is returned as it is."""
+    if images.dtype != torch.uint8:
+        return images
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)  # 1 byte a value to reorder, not 4
+    mean, scale, lut = _norm_constants(images.device, images.shape[1])
+    if lut is None:
+        return images.float().sub_(mean).mul_(scale)
+    return torch.stack([lut[c][images[:, c].long()] for c in range(images.shape[1])], 1)
+
+
+_NORM: dict = {}
+
+
+def _norm_constants(device: torch.device, channels: int) -> tuple:
+    """(mean, scale, None) when float32 (x - mean) * scale reproduces A.Normalize's table on this device, else
+    (.., .., table): checked once per device on all 256 values of every channel."""
+    key = (str(device), channels)
+    if key not in _NORM:
+        if channels != len(IMAGENET_MEAN):
+            raise ValueError(f"uint8 batch with {channels} channels: the ImageNet normalisation needs "
+                             f"{len(IMAGENET_MEAN)}; normalise in the albumentations pipeline instead")
+        ramp = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], channels, axis=2)  # (256, 1, C)
+        table = torch.from_numpy(A.Normalize(IMAGENET_MEAN, IMAGENET_STD)(image=ramp)["image"][:, 0].T.copy())
+        table = table.to(device)  # (C, 256)
+        # albumentations' own float32 constants: mean * 255 and 1 / (std * 255)
+        mean = torch.from_numpy(np.array(IMAGENET_MEAN, np.float32) * 255).to(device).view(1, -1, 1, 1)
+        scale = torch.from_numpy(np.reciprocal(np.array(IMAGENET_STD, np.float32) * 255)).to(device).view(1, -1, 1, 1)
+        x = torch.arange(256, device=device, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, channels, 256, 1)
+        same = torch.equal((x.float() - mean) * scale, table.view(1, channels, 256, 1))
+        _NORM[key] = (mean, scale, None if same else table)
+    return _NORM[key]
