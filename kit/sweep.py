@@ -11,15 +11,16 @@ import importlib.util
 import json
 import os
 import queue
+import math
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from .sweep_spec import SweepSpec, create_pruner, create_sampler, expand_command, load_sweep, suggest
+from .sweep_spec import SweepSpec, create_pruner, create_sampler, expand_command, grid_space, load_sweep, suggest
 
 HEARTBEAT_S = 10  # a trial silent for 3 heartbeats belonged to a killed worker: failed, then retried
 
@@ -222,10 +223,14 @@ def run_sweep(path: str, trials: int, workers: int = 1, runs: str = "runs", gpus
               storage: str = "", heartbeat: float = HEARTBEAT_S) -> dict:
     """Run the sweep until exactly `trials` trials have finished in its study; print and save the best ones."""
     import optuna
+    from sqlalchemy.engine import make_url
     spec, runs_dir = load_sweep(path), Path(runs)
+    if heartbeat < 1:
+        raise SweepStorageError(f"--heartbeat={heartbeat}: at least 1 second")
+    if spec.method == "grid":  # the grid has this many points; asking for more would run some twice
+        trials = min(trials, math.prod(len(v) for v in grid_space(spec).values()))
     study = open_study(spec, runs_dir, seed, storage, heartbeat)
     remaining = trials - len(finished(study))
-    from sqlalchemy.engine import make_url
     where = make_url(storage_url(spec, runs_dir, storage)).render_as_string(hide_password=True)
     print(f"sweep {spec.name}: {len(finished(study))} trial(s) already done, {max(remaining, 0)} to run, "
           f"{workers} worker(s); study in {where}")

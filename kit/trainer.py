@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -59,6 +59,8 @@ class Trainer:
             project_dir=str(self.run_dir),
             # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
+            # pinned uint8 batches copy to the GPU while it still computes (no effect on the CPU)
+            dataloader_config=DataLoaderConfiguration(non_blocking=True),
         )
         self.fold = self.ema = self.mixer = self.resume_dir = None
         self.tracking = Tracking(self)
