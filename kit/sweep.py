@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import queue
+import random
 import math
 import subprocess
 import threading
@@ -58,13 +59,19 @@ def open_study(spec: SweepSpec, runs: Path, seed: int = 0, storage: str = "", he
         retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
     # SQLite: workers share one file and wait for its lock; a server: drop connections it closed meanwhile
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        storage_obj = storages.RDBStorage(url, heartbeat_interval=int(heartbeat), grace_period=int(3 * heartbeat),
-                                          engine_kwargs=engine, **retry)
-    except (ImportError, ModuleNotFoundError) as e:
-        raise SweepStorageError(f"--storage={url}: {e}; PostgreSQL needs `pip install 'kit[sweep]'` (psycopg)") from e
-    except Exception as e:  # SQLAlchemy's errors: a bad URL, a server that does not answer
-        raise SweepStorageError(f"--storage={url}: cannot open the study database: {e}") from e
+    for attempt in range(5):
+        try:
+            storage_obj = storages.RDBStorage(url, heartbeat_interval=int(heartbeat), grace_period=int(3 * heartbeat),
+                                              engine_kwargs=engine, **retry)
+            break
+        except ImportError as e:
+            raise SweepStorageError(f"--storage={url}: {e}; PostgreSQL needs `pip install 'kit[sweep]'` "
+                                    "(psycopg)") from e
+        except Exception as e:  # SQLAlchemy's errors: a bad URL, a server that does not answer
+            # workers starting together race to create the schema: the loser finds it made on its next try
+            if attempt == 4:
+                raise SweepStorageError(f"--storage={url}: cannot open the study database: {e}") from e
+            time.sleep(1 + random.random())
     study = optuna.create_study(study_name=spec.name, storage=storage_obj, direction=spec.direction,
                                 load_if_exists=True, pruner=create_pruner(spec))
     study.sampler = create_sampler(spec, seed, len(study.trials))
