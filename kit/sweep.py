@@ -45,6 +45,15 @@ def storage_url(spec: SweepSpec, runs: Path, storage: str = "") -> str:
     return f"sqlite:///{db}"
 
 
+def shown(url: str) -> str:
+    """The storage URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: say nothing of it
+        return "(unreadable URL)"
+
+
 def open_study(spec: SweepSpec, runs: Path, seed: int = 0, storage: str = "", heartbeat: float = HEARTBEAT_S):
     """Create or load the study (SQLite or --storage) with the YAML's sampler and pruner."""
     import optuna
@@ -65,12 +74,13 @@ def open_study(spec: SweepSpec, runs: Path, seed: int = 0, storage: str = "", he
                                               engine_kwargs=engine, **retry)
             break
         except ImportError as e:
-            raise SweepStorageError(f"--storage={url}: {e}; PostgreSQL needs `pip install 'kit[sweep]'` "
+            raise SweepStorageError(f"--storage={shown(url)}: {e}; PostgreSQL needs `pip install 'kit[sweep]'` "
                                     "(psycopg)") from e
         except Exception as e:  # SQLAlchemy's errors: a bad URL, a server that does not answer
             # workers starting together race to create the schema: the loser finds it made on its next try
             if attempt == 4:
-                raise SweepStorageError(f"--storage={url}: cannot open the study database: {e}") from e
+                raise SweepStorageError(f"--storage={shown(url)}: cannot open the study database: "
+                                        f"{str(e).replace(url, shown(url))}") from e
             time.sleep(1 + random.random())
     study = optuna.create_study(study_name=spec.name, storage=storage_obj, direction=spec.direction,
                                 load_if_exists=True, pruner=create_pruner(spec))
@@ -230,7 +240,6 @@ def run_sweep(path: str, trials: int, workers: int = 1, runs: str = "runs", gpus
               storage: str = "", heartbeat: float = HEARTBEAT_S) -> dict:
     """Run the sweep until exactly `trials` trials have finished in its study; print and save the best ones."""
     import optuna
-    from sqlalchemy.engine import make_url
     spec, runs_dir = load_sweep(path), Path(runs)
     if heartbeat < 1:
         raise SweepStorageError(f"--heartbeat={heartbeat}: at least 1 second")
@@ -238,7 +247,7 @@ def run_sweep(path: str, trials: int, workers: int = 1, runs: str = "runs", gpus
         trials = min(trials, math.prod(len(v) for v in grid_space(spec).values()))
     study = open_study(spec, runs_dir, seed, storage, heartbeat)
     remaining = trials - len(finished(study))
-    where = make_url(storage_url(spec, runs_dir, storage)).render_as_string(hide_password=True)
+    where = shown(storage_url(spec, runs_dir, storage))
     print(f"sweep {spec.name}: {len(finished(study))} trial(s) already done, {max(remaining, 0)} to run, "
           f"{workers} worker(s); study in {where}")
     if remaining > 0:
