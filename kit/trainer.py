@@ -40,7 +40,7 @@ from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
 from .tracking import Tracking, parse_trackers, sweep_run_name
-from .transforms import build_eval_transforms, build_train_transforms, normalize_images
+from .transforms import build_eval_transforms, build_train_transforms, normalize_batch
 
 
 class Trainer:
@@ -250,7 +250,7 @@ class Trainer:
         self.model.eval()
         probs, index = [], []
         for batch in tqdm(loader, desc="predict", leave=False, disable=not self.accelerator.is_local_main_process):
-            out = self.eval_step(self._on_device(batch))
+            out = self.eval_step(normalize_batch(batch, self.config.channels_last))
             p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
             probs.append(p.cpu())
             index.append(i.cpu())
@@ -270,7 +270,7 @@ class Trainer:
                    disable=not acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
-            batch = self._on_device(batch)
+            batch = normalize_batch(batch, cfg.channels_last)  # uint8 came to the device: normalised here
             if self.mixer is not None:
                 batch = mix_batch(self.mixer, batch)
             with acc.accumulate(self.model):
@@ -296,10 +296,6 @@ class Trainer:
                     self.ema.update(acc.unwrap_model(self.model), step=self.step)
                 end_step(self, n, loss_sum)  # a mid-epoch checkpoint every --ckpt_every steps
         return (acc.reduce(loss_sum, "mean") / max(n, 1)).item()
-
-    def _on_device(self, batch: dict) -> dict:
-        # uint8 images came to the device (a quarter of the bytes); normalised here, values as on the CPU
-        return {**batch, "image": normalize_images(batch["image"], self.config.channels_last)}
 
     def _start_run_dir(self) -> None:
         acc = self.accelerator

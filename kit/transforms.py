@@ -104,6 +104,14 @@ def normalize_images(images: torch.Tensor, channels_last: bool = False) -> torch
     return torch.stack([lut[c][images[:, c].long()] for c in range(images.shape[1])], 1)
 
 
+def normalize_batch(batch, channels_last: bool = False):
+    """A loader batch whose uint8 `image` came to the device, normalised there; any other batch as it is."""
+    image = batch.get("image") if isinstance(batch, dict) else None
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
+        return batch  # a dataset of its own (no image, or normalised already)
+    return {**batch, "image": normalize_images(image, channels_last)}
+
+
 _NORM: dict = {}
 
 

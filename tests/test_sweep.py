@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from kit.config import Config, load_config, parse_overrides
-from kit.sweep import create_pruner, create_sampler
-from kit.sweep_spec import SweepError, expand_command, format_value, load_sweep, suggest
+from kit.sweep_spec import SweepError, create_pruner, create_sampler, expand_command, format_value, load_sweep, suggest
 from tests.helpers import BIN, ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
