@@ -252,13 +252,15 @@ def push(folder: str, kernel: bool = False, submit: bool = False, m: str = "", o
           f"  [ledger #{row['id']}]")
 
 
-def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
-    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, resumable); --gpus=0,1 gives each worker one."""
-    from .sweep import run_sweep
+def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0,
+          storage: str = "", heartbeat: float = 10) -> None:
+    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, or --storage=postgresql://... shared by
+    workers on several machines); --gpus=0,1 gives each worker one; a trial silent 3 heartbeats is run again."""
+    from .sweep import SweepStorageError, run_sweep
     from .sweep_spec import SweepError
     try:
-        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed)
-    except SweepError as e:
+        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed, str(storage), float(heartbeat))
+    except (SweepError, SweepStorageError) as e:
         raise SystemExit(f"kit sweep: {e}") from None
     if result["best"] is None:
         raise SystemExit("kit sweep: no trial completed")

@@ -30,6 +30,7 @@ def localise_competition(spec: Path, data: Path, work: Path) -> Path:
         if rel:
             raw[key] = str((Path(data) / rel).resolve())
     raw.pop("leaderboard", None)
+    raw["allow_outside_paths"] = True  # the data stays where Kaggle mounts it, outside this working copy
     work.mkdir(parents=True, exist_ok=True)
     (work / "competition.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return work

@@ -17,6 +17,7 @@ from .models import load_state_dict
 from .progress import progress
 from .tables import output_columns, score_oof, write_confusion
 from .trainer import Trainer
+from .transforms import normalize_images
 from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
 
@@ -72,7 +73,7 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
     for batch in progress(loader, f"{desc}: {len(models)} model(s) x {len(views)} view(s)"):
-        x = batch["image"].to(acc.device)
+        x = normalize_images(batch["image"].to(acc.device), trainer.norm, trainer.config.channels_last)  # uint8 in
         cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
         for j, model in enumerate(models):
             trainer.model = model

@@ -19,6 +19,7 @@ import torch
 from . import folds as folds_mod
 from .competition import CompetitionError, load_competition
 from .config import Config, load_config
+from .nodes import check_same_folds
 from .preflight import PreflightError, preflight
 from .seg_data import SegDataset, check_masks, mask_spec
 from .seg_metrics import SEG_METRICS, binarize, drop_small, mask_score, tune_postprocess, tune_thresholds
@@ -119,10 +120,11 @@ class SegTrainer(Trainer):
             if problems:
                 shown = "\n  ".join(problems[:50])
                 raise PreflightError(f"pre-flight found {len(problems)} mask problem(s):\n  {shown}")
-            if not folds_mod.folds_path(self.comp).exists():
+            if self.accelerator.is_main_process and not folds_mod.folds_path(self.comp).exists():
                 folds_mod.write_folds(seg_folds(self.comp, self.spec, full, cfg.n_folds, cfg.seed),
                                       folds_mod.folds_path(self.comp))
-            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        check_same_folds(self.accelerator, folds_mod.folds_path(self.comp))  # every machine, the same folds
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
         full["_line"] = np.arange(len(full)) + 2  # CSV line of each row, for error messages
         self.train_df = full.head(cfg.limit).copy() if cfg.limit else full
         self.views = parse_views(cfg.tta)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -33,6 +33,7 @@ from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, get_metric, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
+from .nodes import check_run_dir_shared, check_same_folds
 from .preflight import preflight
 from .preprocess import config_norm, resolve_norm
 from .progress import progress
@@ -41,7 +42,7 @@ from .sampling import create_sampler
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
 from .tracking import Tracking, parse_trackers, sweep_run_name
-from .transforms import build_eval_transforms, build_train_transforms
+from .transforms import build_eval_transforms, build_train_transforms, normalize_batch
 
 
 class Trainer:
@@ -61,19 +62,29 @@ class Trainer:
             project_dir=str(self.run_dir),
             # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
+            # pinned uint8 batches copy to the GPU while it still computes (no effect on the CPU)
+            dataloader_config=DataLoaderConfiguration(non_blocking=True),
         )
         self.fold = self.ema = self.mixer = self.resume_dir = None
         self.tracking = Tracking(self)
-        self.setup_inference() if inference else self.setup_data()
+        if inference:
+            self.setup_inference()
+        else:
+            self.setup_data()
+            check_run_dir_shared(self.accelerator, self.run_dir)  # several machines: one run folder they all see
 
     # ------------------------------------------------------------------ override points
     def setup_data(self) -> None:
         """Load the competition, run the pre-flight checks, read (or make) the folds."""
         cfg = self.config
         self.comp = load_competition(cfg.comp)
-        with self.accelerator.main_process_first():  # rank 0 writes folds and the scan cache first
+        acc = self.accelerator
+        with acc.main_process_first():  # rank 0 writes folds and the scan cache first
             full = preflight(self.comp, include_test=cfg.predict_test)
-            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+            if acc.is_main_process:  # the only process that may create folds.csv (once per run, not per machine)
+                folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        check_same_folds(acc, folds_mod.folds_path(self.comp))
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
         self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
@@ -87,12 +98,14 @@ class Trainer:
         return self.config.model
 
     def build_transforms(self, split: str):
-        """Albumentations pipeline for 'train', 'valid' or 'test' (normalised as the model expects)."""
+        """Albumentations pipeline for 'train', 'valid' or 'test': uint8 out, normalised on the device as the model
+        expects (`self.norm`)."""
+        cfg = self.config
         if split == "train":
-            return build_train_transforms(self.config.aug, self.config.img_size, self.norm)
-        if split == "valid" and self.config.valid_aug != "none":
-            return build_train_transforms(self.config.valid_aug, self.config.img_size, self.norm)
-        return build_eval_transforms(self.config.img_size, self.norm)
+            return build_train_transforms(cfg.aug, cfg.img_size, self.norm, normalize=False)
+        if split == "valid" and cfg.valid_aug != "none":
+            return build_train_transforms(cfg.valid_aug, cfg.img_size, self.norm, normalize=False)
+        return build_eval_transforms(cfg.img_size, self.norm, normalize=False)
 
     def build_datasets(self, fold: int):
         """(train, valid) datasets of one fold."""
@@ -254,7 +267,7 @@ class Trainer:
         self.model.eval()
         probs, index = [], []
         for batch in progress(loader, "predict", self.accelerator.is_local_main_process):
-            out = self.eval_step(batch)
+            out = self.eval_step(normalize_batch(batch, self.norm, self.config.channels_last))
             p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
             probs.append(p.cpu())
             index.append(i.cpu())
@@ -277,6 +290,7 @@ class Trainer:
         bar = progress(loader, f"fold {self.fold} epoch {self.epoch}", acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
+            batch = normalize_batch(batch, self.norm, cfg.channels_last)  # uint8 came to the device: normalised here
             if self.mixer is not None:
                 batch = mix_batch(self.mixer, batch)
             with acc.accumulate(self.model):

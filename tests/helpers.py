@@ -38,6 +38,34 @@ def launch(script: str | Path, *args: str, processes: int = 1, cwd: Path | None 
     return r
 
 
+def launch_machines(script: str | Path, *args: str, machines: int = 2, cwd: Path | None = None, timeout: int = 600,
+                    per_machine: list[list[str]] | None = None) -> list[subprocess.CompletedProcess]:
+    """`accelerate launch` one process per "machine" on localhost, as on a cluster: --num_machines, --machine_rank k.
+
+    Every machine gets the same command (plus its `per_machine[k]` arguments); returns each launcher's result.
+    """
+    port = _free_port()
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    procs = []
+    for k in range(machines):
+        cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), "--multi_gpu",
+               "--num_machines", str(machines), "--machine_rank", str(k), "--num_processes", str(machines),
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+               str(script), *args, *(per_machine[k] if per_machine else [])]
+        procs.append((cmd, subprocess.Popen(cmd, cwd=cwd or ROOT, env=env, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)))
+    results = []
+    for cmd, p in procs:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for _, q in procs:
+                q.kill()
+            raise
+        results.append(subprocess.CompletedProcess(cmd, p.returncode, out, err))
+    return results
+
+
 def kit(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the `kit` console script."""
     r = subprocess.run([str(BIN / "kit"), *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=600,

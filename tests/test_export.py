@@ -233,7 +233,7 @@ def test_push_creates_then_versions_the_dataset_pushes_the_kernel_and_submits(tr
     """Through the kaggle package's own KaggleApi against the local fake Kaggle; success read from its answers."""
     spec_path = trained["comp"] / "competition.yaml"
     spec = spec_path.read_text()
-    spec_path.write_text(spec + "kaggle: kit-demo\n")
+    spec_path.write_text(yaml.safe_dump({**yaml.safe_load(spec), "kaggle": "kit-demo"}, sort_keys=False))
     try:
         out = tmp_path / "export" / "exp_a"
         info = export_runs(["exp_a"], out, trained["runs"], user="kit-user", measure=False)

@@ -9,7 +9,7 @@ import pytest
 from kit import Config, Trainer, run
 from kit.competition import load_competition
 from kit.workdir import folds_file, work_dir
-from tests.helpers import kit, make_tiny
+from tests.helpers import ROOT, kit, make_tiny
 
 
 @contextmanager
@@ -56,7 +56,9 @@ def test_read_only_data_trains_predicts_and_submits(tmp_path, monkeypatch):
         assert len(result["per_fold"]) == 3
         comp = load_competition(comp_dir)
         assert work_dir(comp).is_relative_to(tmp_path / "cache") and folds_file(comp).exists()
-        r = kit("predict", "ro", f"--runs={tmp_path / 'runs'}", "--tta=flips", cwd=tmp_path)
+        # the run's experiment is this test module, which imports from tests/
+        r = kit("predict", "ro", f"--runs={tmp_path / 'runs'}", "--tta=flips", cwd=tmp_path,
+                env={"PYTHONPATH": str(ROOT)})
         assert "wrote" in r.stdout
         r = kit("submit", "ro", f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'subs'}", "-m", "read-only data",
                 cwd=tmp_path)
