@@ -46,7 +46,7 @@ def test_uint8_batches_reach_the_model_normalised_exactly_as_the_cpu_pipeline(de
     trainer.fit(0)
     train, valid = trainer.build_datasets(0)
     assert train[0]["image"].dtype == torch.uint8  # what the loader moves: a quarter of float32's bytes
-    cpu = build_eval_transforms(32)  # `none` = resize, normalise, tensor: the reference, normalised on the CPU
+    cpu = build_eval_transforms(32, trainer.norm)  # `none` = resize, normalise (the model's own), tensor, on the CPU
     for split, ds in (("train", train), ("eval", valid)):
         images, index = seen[split][0]
         want = torch.stack([cpu(image=read_image(ds.paths[i]))["image"] for i in index.tolist()])

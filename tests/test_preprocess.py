@@ -8,6 +8,7 @@ from kit.config import Config, load_config, save_config
 from kit.data import read_image
 from kit.preprocess import resolve_norm
 from kit.trainer import Trainer
+from kit.transforms import normalize_images
 
 # OpenAI CLIP's published normalisation, typed in here rather than read from timm
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -20,6 +21,11 @@ def by_hand(path, size, mean, std, interpolation):
     return ((img - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(2, 0, 1)
 
 
+def seen(ds, trainer) -> np.ndarray:
+    """The first image as the model sees it: the loader's uint8, normalised on the device with the run's norm."""
+    return normalize_images(ds[0]["image"][None], trainer.norm)[0].numpy()
+
+
 def test_clip_model_gets_its_own_mean_and_std_in_train_and_eval_pipelines(demo_copy, tmp_path):
     cfg = Config(comp=str(demo_copy), model=CLIP_MODEL, aug="none", num_workers=0, out_dir=str(tmp_path / "runs"))
     trainer = Trainer(cfg)
@@ -30,10 +36,10 @@ def test_clip_model_gets_its_own_mean_and_std_in_train_and_eval_pipelines(demo_c
     test_ds = trainer.build_test_dataset()
     for ds in (train_ds, valid_ds, test_ds):
         want = by_hand(ds.paths[0], 32, CLIP_MEAN, CLIP_STD, cv2.INTER_CUBIC)
-        np.testing.assert_allclose(ds[0]["image"].numpy(), want, atol=1e-5)
+        np.testing.assert_allclose(seen(ds, trainer), want, atol=1e-5)
     # ImageNet's statistics would give other pixels: the test can tell them apart
     imagenet = by_hand(valid_ds.paths[0], 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), cv2.INTER_CUBIC)
-    assert np.abs(valid_ds[0]["image"].numpy() - imagenet).max() > 0.05
+    assert np.abs(seen(valid_ds, trainer) - imagenet).max() > 0.05
 
     # the resolved values are what the run folder records, and they load back unchanged
     save_config(trainer.config, tmp_path / "config.yaml")
@@ -47,7 +53,7 @@ def test_config_fields_override_the_model_defaults(demo_copy, tmp_path):
                  interpolation="nearest", aug="none", num_workers=0, out_dir=str(tmp_path / "runs"))
     trainer = Trainer(cfg, inference=True)
     ds = trainer.build_test_dataset()
-    np.testing.assert_allclose(ds[0]["image"].numpy(), by_hand(ds.paths[0], 32, (0.5,) * 3, (0.25,) * 3,
+    np.testing.assert_allclose(seen(ds, trainer), by_hand(ds.paths[0], 32, (0.5,) * 3, (0.25,) * 3,
                                                                 cv2.INTER_NEAREST), atol=1e-5)
     assert not (demo_copy / ".kit_cache").exists() and not (demo_copy / "folds.csv").exists()  # inference reads only
 
