@@ -95,8 +95,10 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --kills=20
 
+# MSG reaches kit through the environment, unexpanded ($(value)): quotes, $(...) and backticks stay text
+submit: export KIT_MSG = $(value MSG)
 submit: $(STAMP)
-	$(BIN)/kit submit $(EXP) -m "$(MSG)"
+	$(BIN)/kit submit $(EXP) -m "$$KIT_MSG"
 
 clean:
 	rm -rf runs submissions/*.csv

@@ -69,8 +69,10 @@ def bench(rounds: int = 8, img_size: int = 32, batch_size: int = 32, model: str 
     if not isinstance(train, ImageDataset):  # the real arm must decode and augment, or the ratio means nothing
         raise TypeError(f"real arm trains on {type(train).__name__}, not the kit's ImageDataset")
     n_train = len(train)
-    collated = TimedTrainer(Config(name="bench_collated", num_workers=0, **base), MemoryImages(n_train, img_size),
-                            MemoryImages(batch_size, img_size, seed=1))
+    uint8 = train[0]["image"].dtype == torch.uint8  # both arms then normalise on the device, in the step
+    collated = TimedTrainer(Config(name="bench_collated", num_workers=0, **base),
+                            MemoryImages(n_train, img_size, uint8=uint8), MemoryImages(batch_size, img_size, seed=1,
+                                                                                       uint8=uint8))
     real_t, coll_t, rates, per_round = [], [], [], []
     for r in range(rounds + 1):
         real.fit(0)

@@ -91,8 +91,9 @@ def bench(model: str = "resnet50", img_size: int = 224, batch_size: int = 256, s
     cfg = Config(comp=str(demo_competition()), model=model, img_size=img_size, batch_size=batch_size, epochs=1,
                  num_workers=0, predict_test=False, channels_last=True, optimizer="sgd", lr=1e-4, clip_grad=0.0,
                  out_dir=tempfile.mkdtemp(), name="bench_gpu", log_with="none", resume="never")
-    trainer = TimedTrainer(cfg, MemoryImages(batch_size * (steps + WARMUP + 1), img_size),
-                           MemoryImages(batch_size * 8, img_size, seed=1))
+    # uint8 images, as the kit's pipelines give them: moved as bytes, normalised on the GPU in the step
+    trainer = TimedTrainer(cfg, MemoryImages(batch_size * (steps + WARMUP + 1), img_size, uint8=True),
+                           MemoryImages(batch_size * 8, img_size, seed=1, uint8=True))
     kit_train, kit_infer, ref_train, ref_infer = [], [], [], []
     for _ in range(rounds):
         t, i = kit_rates(trainer, batch_size)

@@ -19,9 +19,11 @@ from kit.demo import make_demo
 class MemoryImages(Dataset):
     """Random images held in memory (no decoding, no augmentation): the loop alone is measured."""
 
-    def __init__(self, n: int, size: int, num_classes: int = 10, seed: int = 0):
+    def __init__(self, n: int, size: int, num_classes: int = 10, seed: int = 0, uint8: bool = False):
         g = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(n, 3, size, size, generator=g)
+        # uint8: what the kit's pipelines hand the loop (normalised on the device, in the step, like the real arm)
+        self.images = (torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8) if uint8
+                       else torch.randn(n, 3, size, size, generator=g))
         self.targets = torch.randint(0, num_classes, (n,), generator=g)
         self.ids = [str(i) for i in range(n)]
 

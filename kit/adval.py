@@ -21,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from .competition import Competition
 from .data import read_image, seed_pipeline
 from .transforms import PRESETS, build_augment
+from .workdir import work_dir
 
 STATS = ("brightness", "contrast", "noise", "saturation", "colour_cast", "ink_row", "ink_col",
          "ink_angle", "top_bottom", "left_right")
@@ -102,7 +103,7 @@ def stat_differences(train_imgs: list, test_imgs: list) -> pd.DataFrame:
 
 def run_adval(comp: Competition, size: int = 0, seed: int = 0, augs=PRESETS, top: int = 16) -> dict:
     """Measure the shift, pick the most test-like augmentation, write report, grids and p(test) to <comp>/adval/."""
-    out = comp.root / "adval"
+    out = work_dir(comp) / "adval"
     out.mkdir(exist_ok=True)
     train = comp.read_train()
     test = comp.read_test()
@@ -149,5 +150,5 @@ def format_report(report: dict, out: Path) -> str:
 
 def load_report(comp: Competition) -> dict | None:
     """The last `kit adval` report of this competition, if any."""
-    path = comp.root / "adval" / "adval.json"
+    path = work_dir(comp) / "adval" / "adval.json"
     return json.loads(path.read_text()) if path.exists() else None

@@ -13,17 +13,21 @@ import json
 import os
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import KitError
 from .faults import fault_point
 
 MARKER = "COMPLETE.json"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_TEXT = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+LOW_SPACE = 1 << 20  # bytes: a failed write with less than this free ran out of space
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(KitError, RuntimeError):
     """A checkpoint could not be written or read; the message says which and what is still safe."""
 
 
@@ -133,17 +137,64 @@ def write_checkpoint(root: Path, name: str, write: Callable[[Path], None], meta:
                 json.dump(marker, f, indent=1)
             fsync_tree(tmp)
             _publish(tmp, final)
-    except OSError as e:
+    except Exception as e:  # any failure: torch.save says "unexpected pos", safetensors its own error
+        full = out_of_space(e, root)  # asked before the partial folder is removed, while the disk is still full
+        release_frames(e)  # the writer's frames hold its open file, and so the space
         if is_main:
             shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno in _NO_SPACE:
+        if full:
             prev, _ = newest_complete(root)
             kept = f"the previous checkpoint {prev.path} is complete and loadable" if prev else "no earlier checkpoint"
-            raise CheckpointError(f"disk full while writing checkpoint {final} ({e.strerror}); nothing was "
-                                  f"deleted: {kept}. Free space, then resume.") from e
-        raise CheckpointError(f"could not write checkpoint {final}: {e}") from e
+            raise CheckpointError(f"disk full while writing checkpoint {final} ({type(e).__name__}: {e}); the "
+                                  f"partial write was removed and nothing else deleted: {kept}. Free space, then "
+                                  f"resume.") from e
+        raise CheckpointError(f"could not write checkpoint {final} ({type(e).__name__}: {e}); the partial write "
+                              f"was removed") from e
     barrier()
     return final
+
+
+def write_aside(path: Path, write: Callable[[Path], None]) -> None:
+    """Write one file through `<path>.tmp` and a rename; any failure removes the temporary file and says why."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except Exception as e:
+        full = out_of_space(e, path.parent)
+        release_frames(e)
+        tmp.unlink(missing_ok=True)
+        why = "disk full" if full else "could not write"
+        raise CheckpointError(f"{why}: {path} ({type(e).__name__}: {e}); the partial file was removed"
+                              f"{', the previous one is intact' if path.exists() else ''}.") from e
+
+
+def release_frames(error: BaseException) -> None:
+    """Drop the locals of the failed call's frames (every exception in the chain): a writer object kept
+    alive there keeps its file open, and a deleted but open file still fills the disk."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        e = e.__cause__ or e.__context__
+
+
+def out_of_space(error: BaseException, folder: Path) -> bool:
+    """Whether a write failed for lack of space: ENOSPC/EDQUOT anywhere in the exception chain, a library's
+    message saying so, or (torch.save reports only "unexpected pos") almost no space left on the disk."""
+    seen, e = set(), error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if getattr(e, "errno", None) in _NO_SPACE or any(s in text for s in _NO_SPACE_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE
 
 
 def _publish(tmp: Path, final: Path) -> None:

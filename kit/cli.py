@@ -56,6 +56,11 @@ def validate(csv: str, comp: str = "data/demo", all: bool = False) -> None:
     print(f"{csv}: valid")
 
 
+def _flag(value) -> bool:
+    """A boolean option as fire passes it: True/False, or text such as 'false' (fire keeps it a string)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _ledger(out: str, create: bool = False):
     from .ledger import Ledger
     path = Path(out) / "ledger.db"
@@ -66,7 +71,7 @@ def _ledger(out: str, create: bool = False):
 
 def score(submission: str, public: float = None, private: float = None, comp: str = "",
           out: str = "submissions") -> None:
-    """Record public/private scores by hand for a submission (ledger id, CSV name, sha256 prefix or any CSV)."""
+    """Record public/private scores of a submission (ledger id, CSV name, sha256, any CSV); none given: rescore locally."""
     from .submissions import SubmissionError, record_score
     try:
         row = record_score(_ledger(out, create=True), submission, public, private, comp)
@@ -142,8 +147,9 @@ def adval(comp: str = "data/demo", size: int = 0, seed: int = 0) -> None:
     """Adversarial validation: train-vs-test AUC, the most test-like augmentation, grids and statistics."""
     from .adval import format_report, run_adval
     from .competition import load_competition
+    from .workdir import work_dir
     c = load_competition(comp)
-    print(format_report(run_adval(c, size=size, seed=seed), c.root / "adval"))
+    print(format_report(run_adval(c, size=size, seed=seed), work_dir(c) / "adval"))
 
 
 def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int = 0, soft: bool = False,
@@ -177,8 +183,8 @@ def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed:
 
 
 def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
-            num_workers: int = -1, max_batch: int = -1) -> None:
-    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views: test.parquet, oof_tta.parquet."""
+            num_workers: int = -1, max_batch: int = -1, oof: bool = True) -> None:
+    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views; --oof=false: test images only."""
     from .competition import CompetitionError
     from .predict import predict_run
     from .rundir import RunDir
@@ -186,14 +192,14 @@ def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs
     if run.has_config() and run.competition().task == "segmentation":  # masks: views undone, fold mean
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
-        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch)
+        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch, _flag(oof))
     except (CompetitionError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"kit predict: {e}") from None
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"{exp}: {len(info['folds'])} fold model(s) x {len(info['views'])} view(s) ({','.join(info['views'])}, "
           f"{info['method']})")
     print(f"CV {info['metric']} without TTA: {fmt(info['cv'])}  with TTA: {fmt(info['cv_tta'])}")
-    print(f"wrote {info['test']} and {info['oof_tta']}")
+    print(f"wrote {info['test']}" + (f" and {info['oof_tta']}" if info["oof_tta"] else " (test images only)"))
 
 
 def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs", seed: int = 0) -> None:
@@ -219,24 +225,102 @@ def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0
     print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
 
 
-def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> None:
-    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, resumable); --gpus=0,1 gives each worker one."""
-    from .sweep import run_sweep
+def export(*exps: str, out: str = "", runs: str = "runs", wheels: str = "kit", user: str = "", measure: bool = True,
+           force: bool = False) -> None:
+    """A run, runs or an ensemble as a Kaggle Dataset folder + offline notebook (code competitions): export/<name>."""
+    from .competition import CompetitionError
+    from .export import ExportError, export_runs
+    names = [str(e) for e in exps]
+    try:
+        info = export_runs(names, out or f"export/{names[0] if len(names) == 1 else '_'.join(names)}", runs, wheels,
+                           user, _flag(measure), _flag(force))
+    except (ExportError, CompetitionError, FileNotFoundError) as e:
+        raise SystemExit(f"kit export: {e}") from None
+    print(f"exported {', '.join(info['members'])} ({info['method']}) to {info['out']}: dataset {info['dataset']}, "
+          f"kernel {info['kernel']}")
+    print(f"package size: {info['size_bytes'] / 2**20:.1f} MiB ({', '.join(info['wheels']) or 'no wheels'})")
+    if "cpu_s_per_1000" in info:
+        diff = info["max_abs_diff_vs_run"]
+        print(f"notebook CPU time: {info['cpu_s_per_1000']} s per 1,000 test images (1 thread, {info['images']} "
+              f"images measured)" + ("" if diff is None else f"; max |p - test.parquet| = {diff:.2e}"))
+
+
+def push(folder: str, kernel: bool = False, submit: bool = False, m: str = "", out: str = "submissions") -> None:
+    """Upload export/<name> as a Kaggle Dataset (new or a new version); --kernel pushes its notebook; --submit submits it."""
+    from .push import PushError, push_export
+    try:
+        row = push_export(folder, _flag(kernel), _flag(submit), str(m), out)
+    except (PushError, FileNotFoundError) as e:
+        raise SystemExit(f"kit push: {e}") from None
+    print(f"dataset {row['kaggle_dataset']}" + (f", kernel {row['kaggle_kernel']}" if row["kaggle_kernel"] else "") +
+          (f", code submission ref {row['kaggle_ref']} (`kit sync` fetches its score)" if row["kaggle_ref"] else "") +
+          f"  [ledger #{row['id']}]")
+
+
+def sweep(yaml: str, trials: int = 10, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0,
+          storage: str = "", heartbeat: float = 10) -> None:
+    """Run a wandb sweep YAML locally with Optuna (SQLite in runs/sweeps/, or --storage=postgresql://... shared by
+    workers on several machines); --gpus=0,1 gives each worker one; a trial silent 3 heartbeats is run again."""
+    from .sweep import SweepStorageError, run_sweep
     from .sweep_spec import SweepError
     try:
-        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed)
-    except SweepError as e:
+        result = run_sweep(yaml, trials, workers, runs, str(gpus), seed, str(storage), float(heartbeat))
+    except (SweepError, SweepStorageError) as e:
         raise SystemExit(f"kit sweep: {e}") from None
     if result["best"] is None:
         raise SystemExit("kit sweep: no trial completed")
 
 
-COMMANDS = {"predict_seg": predict_seg, "adval": adval, "pseudo": pseudo, "demo_data": demo_data, "submit": submit, "validate": validate, "score": score, "sync": sync,
-            "ledger": ledger, "diff": diff, "cvlb": cvlb}
-COMMANDS.update({"folds": folds, "predict": predict, "ensemble": ensemble})
-COMMANDS["sweep"] = sweep
+def report(comp: str = "", out: str = "", runs: str = "runs", subs: str = "submissions", diff: str = "",
+           misclassified: bool = True) -> None:
+    """A static HTML site of one competition (default: the latest in the ledger) in reports/<comp>: ledger, CV vs
+    leaderboard per scheme, a page per run; --diff=3:5 adds diff pages; opens from disk, offline."""
+    from .report import ReportError, build_report
+    try:
+        info = build_report(str(comp), str(out), runs, subs, str(diff), misclassified)
+    except ReportError as e:
+        raise SystemExit(f"kit report: {e}") from None
+    print(f"wrote {info['index']}: {info['rows']} submission(s), {info['pages']} run page(s) "
+          f"({info['rebuilt']} page(s) rebuilt) in {info['seconds']:.1f} s")
 
 
-def main() -> None:
+# The loop's order: make data and folds, look at train vs test, (train with accelerate launch), predict,
+# blend, pseudo-label, check and submit (or export and push a notebook), record scores, compare, report.
+COMMANDS = {"demo_data": demo_data, "folds": folds, "adval": adval, "predict": predict, "predict_seg": predict_seg,
+            "ensemble": ensemble, "pseudo": pseudo, "sweep": sweep, "validate": validate, "submit": submit,
+            "export": export, "push": push, "score": score, "sync": sync, "ledger": ledger, "diff": diff,
+            "cvlb": cvlb, "report": report}
+
+
+def usage() -> str:
+    """`kit --help`: the commands in the loop's order, one line each."""
+    width = max(len(n) for n in COMMANDS) + 2
+    lines = [f"  {name.replace('_', '-'):<{width}}{(fn.__doc__ or '').strip().splitlines()[0]}"
+             for name, fn in COMMANDS.items()]
+    return ("usage: kit COMMAND [ARGS] (kit COMMAND --help for its arguments)\n"
+            "training itself: accelerate launch experiments/<exp>.py --fold=all\n\ncommands:\n" + "\n".join(lines))
+
+
+def clean_errors(name: str, fn):
+    """Run a command; a user-fixable error becomes one paragraph and exit status 1, never a traceback."""
+    import functools
+
+    from .errors import KitError
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KitError as e:
+            raise SystemExit(f"kit {name.replace('_', '-')}: {e}") from None
+    return wrapped
+
+
+def main(argv: list[str] | None = None) -> None:
     """Entry point of the `kit` console script."""
-    fire.Fire(COMMANDS)
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    fire.Fire({name: clean_errors(name, fn) for name, fn in COMMANDS.items()}, command=argv, name="kit")

@@ -19,7 +19,9 @@ def ledger_table(ledger: Ledger, sort: str = "", ascending: bool = False, limit:
     rows = ledger.rows("competition=?", (competition,)) if competition else ledger.rows()
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["experiments"] = df["experiments"].map(lambda e: "+".join(e) if isinstance(e, list) else e)
-    df["git"] = [(c or "")[:8] + ("*" if d else "") for c, d in zip(df["git_commit"], df["git_dirty"])]
+    # A row made outside a git checkout has no commit and no dirty flag: NaN beside the others.
+    dirty = df["git_dirty"].fillna(0).astype(bool).map({True: "*", False: ""})
+    df["git"] = df["git_commit"].fillna("").astype(str).str.slice(0, 8) + dirty
     df["created_utc"] = df["created_utc"].str.replace("T", " ").str.slice(0, 19)
     key = sort or "id"
     if key not in df.columns:

@@ -5,13 +5,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-TASKS = ("multiclass", "multilabel", "multihead", "segmentation")
-SUBMISSION_KINDS = ("label", "probs", "rle")
+from .comp_schema import SUBMISSION_KINDS, TASKS, SchemaError, check_schema, parse_yaml
+from .errors import KitError
+
+__all__ = ["SUBMISSION_KINDS", "TASKS", "Competition", "CompetitionError", "load_competition", "read_table"]
 
 
-class CompetitionError(ValueError):
+class CompetitionError(KitError, ValueError):
     """competition.yaml or a table it names is missing something; the message names it."""
 
 
@@ -35,6 +36,8 @@ class Competition:
     kaggle: str = ""  # competition slug for uploads and score sync
     daily_limit: int = 5  # submissions Kaggle accepts per UTC day
     leaderboard: str = ""  # local solution file (demo only): never read by experiments
+    allow_outside_paths: bool = False  # paths above may leave the competition folder only when this is true
+    max_image_pixels: int = 178_956_970  # larger images are refused before decoding (PIL's bomb limit)
     extra: dict = field(default_factory=dict)  # anything else in the YAML, kept for custom code
 
     @property
@@ -60,23 +63,43 @@ class Competition:
 
     def read_train(self) -> pd.DataFrame:
         """The train table with ids and targets as strings (ids never become floats)."""
-        df = read_table(self.path(self.train_csv))
+        df = read_table(self.path(self.train_csv), need_rows=True)
         check_columns(df, [self.id_column, *self.target_columns], self.path(self.train_csv))
         return df
 
     def read_test(self) -> pd.DataFrame:
         """The test ids: test_csv when given, else the sample submission's id column."""
         src = self.path(self.test_csv or self.sample_submission)
-        df = read_table(src)
+        df = read_table(src, need_rows=True)
         check_columns(df, [self.id_column], src)
         return df[[self.id_column]].copy()
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV with every column as a string, so ids like 007 keep their zeros."""
-    if not Path(path).exists():
+def read_table(path: Path, need_rows: bool = False) -> pd.DataFrame:
+    """Read a CSV with every column as a string, so ids like 007 keep their zeros; errors name file and line."""
+    path = Path(path)
+    if not path.exists():
         raise CompetitionError(f"{path}: file not found")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    if path.is_dir():
+        raise CompetitionError(f"{path}: is a folder, not a CSV file")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise CompetitionError(f"{path}: the file is empty (not even a header line)") from None
+    except pd.errors.ParserError as e:  # pandas says "Expected 2 fields in line 5, saw 3"
+        why = str(e).replace("Error tokenizing data. C error: ", "").strip()
+        raise CompetitionError(f"{path}: unreadable CSV: {why}") from None
+    except UnicodeDecodeError:
+        raw = path.read_bytes()  # pandas counts from its read buffer: find the file offset and line ourselves
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise CompetitionError(f"{path}:{line}: byte {e.start} is not UTF-8; save the file as UTF-8") from None
+        raise
+    if need_rows and df.empty:
+        raise CompetitionError(f"{path}: has a header ({list(df.columns)}) but no rows")
+    return df
 
 
 def check_columns(df: pd.DataFrame, needed, path) -> None:
@@ -87,17 +110,26 @@ def check_columns(df: pd.DataFrame, needed, path) -> None:
 
 
 def load_competition(comp: str | Path) -> Competition:
-    """Read `<comp>/competition.yaml` (or a YAML path) and check its keys and values."""
+    """Read `<comp>/competition.yaml` (or a YAML path); every schema problem is named with its line and key."""
     path = Path(comp)
-    if path.is_dir():
+    if path.is_dir() or path.suffix not in (".yaml", ".yml"):
         path = path / "competition.yaml"
-    if not path.exists():
+    if not path.is_file():
         raise CompetitionError(f"{path}: not found (run `kit demo-data` for the demo competition)")
-    raw = yaml.safe_load(path.read_text()) or {}
-    known = set(Competition.__dataclass_fields__) - {"root", "extra"}
-    extra = {k: raw.pop(k) for k in list(raw) if k not in known}
-    if "target_column" in extra:  # the singular spelling is the common one
-        raw.setdefault("target_columns", [extra.pop("target_column")])
+    try:
+        raw, lines = parse_yaml(path.read_text(encoding="utf-8"), path)
+    except UnicodeDecodeError as e:
+        raise CompetitionError(f"{path}: byte {e.start} is not UTF-8; save the file as UTF-8 text") from None
+    except SchemaError as e:
+        raise CompetitionError(_listing(path, e.problems)) from None
+    problems = check_schema(raw, path, lines)
+    if problems:
+        raise CompetitionError(_listing(path, problems))
+    raw = dict(raw)
+    extra = {k: raw.pop(k) for k in ("image_size", "masks") if k in raw}  # read by the segmentation code
+    extra.update(raw.pop("extra", None) or {})
+    if "target_column" in raw:  # the singular spelling is the common one
+        raw.setdefault("target_columns", [raw.pop("target_column")])
     if raw.get("task") == "segmentation":  # PNG masks need no target column; RLE masks name theirs
         raw.setdefault("target_columns", [])
     if isinstance(raw.get("target_columns"), str):
@@ -105,22 +137,27 @@ def load_competition(comp: str | Path) -> Competition:
     raw.setdefault("name", path.parent.name)
     comp_obj = Competition(root=path.parent, extra=extra, **raw)
     comp_obj.classes = [str(c) for c in comp_obj.classes]
-    comp_obj.heads = {k: [str(c) for c in v] for k, v in comp_obj.heads.items()}
-    _check_spec(comp_obj, path)
+    comp_obj.heads = {str(k): [str(c) for c in v] for k, v in comp_obj.heads.items()}
+    _check_spec(comp_obj, path, lines)
     return comp_obj
 
 
-def _check_spec(c: Competition, path: Path) -> None:
-    if c.task not in TASKS:
-        raise CompetitionError(f"{path}: task: {c.task!r} is not one of {TASKS}")
+def _listing(path: Path, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{path}: {len(problems)} problems:\n  " + "\n  ".join(problems)
+
+
+def _check_spec(c: Competition, path: Path, lines: dict) -> None:
+    """Rules across keys (the schema checked each key alone)."""
+    def where(key: str) -> str:
+        return f"{path}:{lines[key]}" if key in lines else str(path)
     if c.task in ("multiclass", "multilabel") and len(c.classes) < 2:
-        raise CompetitionError(f"{path}: classes: a {c.task} competition needs at least two classes")
+        raise CompetitionError(f"{where('classes')}: classes: a {c.task} competition needs at least two classes")
     if len(set(c.classes)) != len(c.classes):
-        raise CompetitionError(f"{path}: classes: duplicate class names in {c.classes}")
+        raise CompetitionError(f"{where('classes')}: classes: duplicate class names in {c.classes}")
     if c.task == "multihead" and not c.heads:
-        raise CompetitionError(f"{path}: heads: a multihead competition needs heads: {{name: [classes]}}")
-    kind = c.submission.get("kind")
-    if kind not in SUBMISSION_KINDS:
-        raise CompetitionError(f"{path}: submission.kind: {kind!r} is not one of {SUBMISSION_KINDS}")
-    if "{id}" not in c.image_pattern:
-        raise CompetitionError(f"{path}: image_pattern: {c.image_pattern!r} must contain {{id}}")
+        raise CompetitionError(f"{where('task')}: heads: a multihead competition needs heads: {{name: [classes]}}")
+    if c.task in ("multiclass", "multihead") and not c.target_columns:
+        raise CompetitionError(f"{where('target_columns')}: target_columns: name the label column")
+    c.submission.setdefault("kind", "label")

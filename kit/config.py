@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import KitError
+
 
 @dataclass(frozen=True)
 class Config:
@@ -34,6 +36,9 @@ class Config:
     pretrained: bool = False  # timm hub weights; needs a network or a local `weights` file
     weights: str = ""  # local weights file (.safetensors/.pth) loaded into the model
     drop_rate: float = 0.0  # dropout before the classifier
+    mean: str = ""  # input mean per RGB channel (0-1), e.g. "0.5,0.5,0.5"; empty: the model's own (timm data config)
+    std: str = ""  # input std per RGB channel; empty: the model's own (timm data config)
+    interpolation: str = ""  # resize method: bilinear, bicubic, nearest, area, lanczos; empty: the model's own
     ema_decay: float = 0.0  # EMA of the weights (e.g. 0.999), then evaluated, kept as best and predicted with; 0 is off
     channels_last: bool = False  # NHWC memory layout: faster convolutions with mixed precision on GPUs
     compile: bool = False  # torch.compile the model: a slow first step, then faster ones
@@ -86,7 +91,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-class ConfigError(ValueError):
+class ConfigError(KitError, ValueError):
     """A bad command-line override: unknown key or a value of the wrong type."""
 
 
@@ -197,4 +202,6 @@ def load_config(path: Path, cls=Config) -> Config:
     """Read a config saved by `save_config`, ignoring fields this version no longer has."""
     data = yaml.safe_load(Path(path).read_text()) or {}
     known = {f.name for f in fields(cls)}
+    if "interpolation" in known and "interpolation" not in data:  # saved before preprocessing was recorded
+        data.update(mean="0.485,0.456,0.406", std="0.229,0.224,0.225", interpolation="bilinear")
     return cls(**{k: v for k, v in data.items() if k in known})

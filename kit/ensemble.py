@@ -21,7 +21,7 @@ METHODS = ("soft", "hard", "rank", "weighted")
 def member_oof_path(run_dir: Path) -> Path:
     """The OOF table that matches a run's test.parquet: oof_tta.parquet after `kit predict`, else oof.parquet."""
     tta = run_dir / "oof_tta.parquet"
-    return tta if tta.exists() and current_predict(run_dir) else run_dir / "oof.parquet"
+    return tta if tta.exists() and (current_predict(run_dir) or {}).get("oof_tta") else run_dir / "oof.parquet"
 
 
 def load_members(names: list[str], runs: str | Path) -> tuple[Competition, list, np.ndarray, np.ndarray, dict]:

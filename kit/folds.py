@@ -1,4 +1,4 @@
-"""Folds: `folds.csv` (id, fold) beside competition.yaml, made once and then only read."""
+"""Folds: `folds.csv` (id, fold) beside competition.yaml (kit/workdir.py), made once and then only read."""
 from __future__ import annotations
 
 import hashlib
@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 
-from .competition import Competition, CompetitionError, read_table
+from .competition import Competition, CompetitionError, check_columns, read_table
+from .workdir import folds_file, work_dir
 
 SCHEMES = ("stratified", "group", "multilabel", "stratified_group", "adversarial")
 
 
 def folds_path(comp: Competition) -> Path:
-    """Where the competition's folds live."""
-    return comp.root / "folds.csv"
+    """Where the competition's folds live (beside the data, or in the cache folder when the data is read-only)."""
+    return folds_file(comp)
 
 
 def file_hash(path: Path) -> str:
@@ -124,7 +125,13 @@ def load_folds(comp: Competition, train: pd.DataFrame, n: int = 5, seed: int = 4
         made = (make_stratified(train, comp.id_column, comp.target, n, seed) if scheme == "stratified"
                 else make_folds(comp, train, n, scheme, seed))
         write_folds(made, path)
-    folds = read_table(path)
+    folds = read_table(path, need_rows=True)
+    check_columns(folds, [comp.id_column, "fold"], path)
+    bad = ~folds["fold"].str.strip().str.fullmatch(r"\d+")
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise CompetitionError(f"{path}:{i + 2} column 'fold' = {folds['fold'].iloc[i]!r}: expected a fold number "
+                               f"(0, 1, ...); {int(bad.sum())} such row(s)")
     folds["fold"] = folds["fold"].astype(int)
     missing = set(train[comp.id_column]) - set(folds[comp.id_column])
     if missing:
@@ -144,10 +151,10 @@ def adversarial_folds(comp: Competition, train: pd.DataFrame, n: int, seed: int)
     if report["auc"] < NO_SHIFT_AUC:
         meta.update(scheme="stratified", valid_aug="none", reason=f"AUC {report['auc']:.3f} < {NO_SHIFT_AUC}: no shift")
         return make_stratified(train, comp.id_column, comp.target, n, seed), meta
-    p = pd.read_csv(comp.root / "adval" / "train_p_test.csv", dtype={comp.id_column: str})
+    p = pd.read_csv(work_dir(comp) / "adval" / "train_p_test.csv", dtype={comp.id_column: str})
     df = train[[comp.id_column, comp.target]].merge(p, on=comp.id_column, how="left")
     if df.p_test.isna().any():
-        raise ValueError(f"{comp.root}/adval/train_p_test.csv is stale: re-run `kit adval {comp.root}`")
+        raise ValueError(f"{work_dir(comp)}/adval/train_p_test.csv is stale: re-run `kit adval {comp.root}`")
     fold = np.empty(len(df), int)
     for _, rows in df.groupby(comp.target):
         order = rows.sort_values("p_test", ascending=False, kind="stable").index.to_numpy()

@@ -7,10 +7,12 @@ that they exist and scrubs their values from any text it passes on.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,10 @@ def has_credentials() -> bool:
     return any((d / n).is_file() for n in ("kaggle.json", "access_token", "access_token.txt", "credentials.json"))
 
 
+# an Authorization header's value, as a header line or inside a printed dict: whatever credential it holds
+AUTH_VALUE = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?(?:basic|bearer|token)\s+)[A-Za-z0-9+/=._~-]+")
+
+
 def redact(text: str) -> str:
     """`text` with every known credential value replaced by '***'."""
     secrets = [os.environ.get(k) for k in CREDENTIAL_ENV]
@@ -49,10 +55,14 @@ def redact(text: str) -> str:
             secrets.append((config_dir() / name).read_text().strip())
         except OSError:
             pass
+    user = os.environ.get("KAGGLE_USERNAME", "")
+    for s in [*secrets]:  # HTTP Basic auth carries base64("user:key"), which does not contain the key itself
+        if s and user:
+            secrets.append(base64.b64encode(f"{user}:{s}".encode()).decode())
     for s in secrets:
         if s and len(s) >= 4:
             text = text.replace(s, "***")
-    return text
+    return AUTH_VALUE.sub(r"\1***", text)
 
 
 def make_api():

@@ -13,10 +13,12 @@ from timm.loss import (AsymmetricLossMultiLabel, AsymmetricLossSingleLabel, Bina
                        LabelSmoothingCrossEntropy, SoftTargetCrossEntropy)
 from torch import nn
 
+from .errors import KitError
+
 LOSSES = ("ce", "weighted_ce", "smooth_ce", "focal", "asymmetric", "soft_f1", "bce")
 
 
-class LossError(ValueError):
+class LossError(KitError, ValueError):
     """A loss name or combination that cannot work; the message says which field to change."""
 
 

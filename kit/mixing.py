@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from timm.data import Mixup
 
+from .errors import KitError
 
-class MixingError(ValueError):
+
+class MixingError(KitError, ValueError):
     """A MixUp/CutMix setting that cannot work; the message names the field."""
 
 

@@ -6,8 +6,10 @@ from pathlib import Path
 import timm
 import torch
 
+from .errors import KitError
 
-class WeightsError(RuntimeError):
+
+class WeightsError(KitError, RuntimeError):
     """Pretrained weights could not be found or loaded; the message says what to do."""
 
 

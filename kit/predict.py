@@ -1,21 +1,21 @@
 """`kit predict`: a trained run's fold models x TTA views -> test.parquet, and the same TTA on the OOF rows."""
 from __future__ import annotations
 
-import importlib.util
-import inspect
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import folds as folds_mod
 from .data import build_loader
+from .infer import experiment_class, predict_run_test
 from .models import load_state_dict
+from .progress import progress
 from .rundir import RunDir
-from .tables import output_columns, score_oof, write_confusion, write_probs
+from .tables import output_columns, score_oof, write_confusion
 from .trainer import Trainer
+from .transforms import normalize_images
 from .tta import COMBINE, auto_max_batch, parse_views, predict_views
 
 
@@ -24,15 +24,8 @@ def load_experiment_class(run_dir: Path) -> type:
     lineage = RunDir(run_dir).read_json("lineage") or {}
     for src in (run_dir / "experiment.py", Path(lineage.get("experiment_file") or "")):
         if src.is_file() and src.suffix == ".py":
-            spec = importlib.util.spec_from_file_location(f"kit_run_{run_dir.name}", src)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            found = [c for _, c in inspect.getmembers(module, inspect.isclass)
-                     if issubclass(c, Trainer) and c.__module__ == module.__name__]
-            named = [c for c in found if c.__name__ == lineage.get("trainer_class")]
-            if named or found:
-                return (named or found)[0]
-    return Trainer
+            return experiment_class(src, lineage.get("trainer_class", ""), run_dir / "config.yaml")
+    return experiment_class(None, "", run_dir / "config.yaml")
 
 
 def open_run(exp: str, runs: str | Path = "runs", **overrides) -> Trainer:
@@ -42,7 +35,8 @@ def open_run(exp: str, runs: str | Path = "runs", **overrides) -> Trainer:
         raise FileNotFoundError(f"{run.config_path} not found: train the experiment first")
     cls = load_experiment_class(run_dir)
     config = run.config(type(cls.config))
-    config = config.override(name=run_dir.name, out_dir=str(run_dir.parent), log_with="none", **overrides)
+    config = config.override(name=run_dir.name, out_dir=str(run_dir.parent), log_with="none", pretrained=False,
+                             weights="", **overrides)  # every weight is overwritten by best.safetensors
     return cls(config)
 
 
@@ -76,8 +70,8 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
     acc = trainer.accelerator
     loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
     outs = [[] for _ in models]
-    for batch in tqdm(loader, desc=f"{desc}: {len(models)} model(s) x {len(views)} view(s)", leave=False):
-        x = batch["image"].to(acc.device)
+    for batch in progress(loader, f"{desc}: {len(models)} model(s) x {len(views)} view(s)"):
+        x = normalize_images(batch["image"].to(acc.device), trainer.norm, trainer.config.channels_last)  # uint8 in
         cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
         for j, model in enumerate(models):
             trainer.model = model
@@ -90,24 +84,29 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
 
 
 def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | Path = "runs", batch_size: int = 0,
-                num_workers: int = -1, max_batch: int = -1) -> dict:
-    """Write runs/<exp>/test.parquet (fold models x views) and oof_tta.parquet; return CV without and with TTA."""
+                num_workers: int = -1, max_batch: int = -1, oof: bool = True) -> dict:
+    """Write runs/<exp>/test.parquet (fold models x views) and oof_tta.parquet; return CV without and with TTA.
+
+    The test table comes from the test-only path (kit.infer); oof=False stops there, with no train data read.
+    """
     views = parse_views(tta)
     if method not in COMBINE:
         raise ValueError(f"--method={method!r}: choose one of {COMBINE}")
     run_dir = Path(runs) / exp
+    done = predict_run_test(run_dir, ",".join(views), method, batch_size, num_workers, max_batch)
+    comp = done["trainer"].comp
+    if not oof:
+        info = {"views": views, "method": method, "folds": done["folds"], "all_folds": False, "metric": comp.metric,
+                "cv": None, "cv_tta": None, "oof_tta": None, "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}
+        RunDir(run_dir).write_json("predict", info)
+        return {**info, "test": str(run_dir / "test.parquet")}
     overrides = {"batch_size": int(batch_size)} if batch_size else {}
     if num_workers >= 0:
         overrides["num_workers"] = int(num_workers)
     trainer = open_run(exp, runs, **overrides)
     _check_folds_unchanged(trainer, run_dir)
-    cfg, comp = trainer.config, trainer.comp
+    cfg = trainer.config
     models = fold_models(trainer)
-    # test: every fold model on every view of each batch, then the fold average (as training's test.parquet)
-    test_ds = trainer.build_test_dataset()
-    per_fold = predict_dataset(trainer, list(models.values()), test_ds, views, method, cfg.batch_size, cfg.num_workers,
-                               "test", max_batch)
-    write_probs(run_dir / "test.parquet", test_ds.ids, np.mean(per_fold, 0), comp)
     # OOF: each fold model on its own validation rows, so CV says whether the views help
     oof_parts, plain_parts = [], []
     for k, model in models.items():

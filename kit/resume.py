@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 
 from .checkpoint import CheckpointError, inspect_checkpoint, newest_complete, prune_checkpoints, write_checkpoint
 from .faults import fault_point
+from .errors import KitError
 
 STATE_FILE = "trainer_state.pt"
 STEP_LOG = "steps.jsonl"
@@ -60,11 +62,11 @@ def state_alias(name: str) -> property:
                     doc=f"trainer.state.{name}")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(KitError, RuntimeError):
     """A checkpoint cannot be resumed from as asked; the message says why and what to do."""
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(KitError, RuntimeError):
     """The loss became NaN/inf more often than --skip_nonfinite allows."""
 
 
@@ -136,7 +138,7 @@ def restore_run(trainer, ckpt: Path | None) -> int:
     meta = json.loads((ckpt / "COMPLETE.json").read_text())
     check_processes(meta.get("num_processes", 1), acc.num_processes, ckpt)
     acc.load_state(str(ckpt))
-    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    state = load_state_file(ckpt / STATE_FILE)
     load_scheduler(trainer.scheduler, state["scheduler"])
     if trainer.ema is not None:
         if state["ema"] is None:
@@ -153,6 +155,17 @@ def restore_run(trainer, ckpt: Path | None) -> int:
     if trainer.state.stopped or epoch >= trainer.config.epochs:
         acc.print("resume: training had already finished; --resume=never trains again")
     return trainer.config.epochs if trainer.state.stopped else epoch
+
+
+def load_state_file(path: Path) -> dict:
+    """The trainer state as data only (tensors, numbers, text, lists, dicts): a planted pickle cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResumeError(f"{path}: refused to load: it holds objects other than tensors and plain values "
+                          f"({first}). kit never writes such a file: it was altered. Resume from another "
+                          f"checkpoint (--resume=<folder>) or start over with --resume=never") from None
 
 
 def scheduler_state(scheduler) -> dict:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import KitError
+
 ORDERS = ("F", "C")
 
 
-class RLEError(ValueError):
+class RLEError(KitError, ValueError):
     """A run-length string cannot be a mask of the given size; the message names where it came from."""
 
 

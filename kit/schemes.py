@@ -33,7 +33,8 @@ def predict_schemes(trainer, valid_ds) -> None:
     cfg, acc = trainer.config, trainer.accelerator
     for scheme in extra_schemes(cfg):
         plain = scheme == "plain"
-        transform = build_eval_transforms(cfg.img_size) if plain else build_train_transforms(scheme, cfg.img_size)
+        norm = trainer.norm
+        transform = build_eval_transforms(cfg.img_size, norm) if plain else build_train_transforms(scheme, cfg.img_size, norm)
         ds = ImageDataset(valid_ds.paths, valid_ds.targets.numpy(), transform, None if plain else cfg.seed)
         loader = acc.prepare_data_loader(build_loader(ds, cfg.batch_size, cfg.num_workers, shuffle=False))
         probs = trainer.predict_loader(loader)

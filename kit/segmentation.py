@@ -17,12 +17,12 @@ import torch
 from . import folds as folds_mod
 from .competition import CompetitionError, load_competition
 from .config import Config
+from .nodes import check_same_folds
 from .preflight import PreflightError, preflight
 from .rundir import RunDir
 from .seg_data import SegDataset, check_masks, mask_spec, read_masks, write_masks
 from .seg_metrics import SEG_METRICS, binarize, drop_small, mask_score, tune_postprocess, tune_thresholds
 from .trainer import Trainer
-from .transforms import build_eval_transforms
 from .tta import parse_views, predict_views
 
 SEG_LOSSES = ("dice", "bce", "bce_dice", "lovasz", "focal")
@@ -106,14 +106,26 @@ class SegTrainer(Trainer):
             if problems:
                 shown = "\n  ".join(problems[:50])
                 raise PreflightError(f"pre-flight found {len(problems)} mask problem(s):\n  {shown}")
-            if not folds_mod.folds_path(self.comp).exists():
+            if self.accelerator.is_main_process and not folds_mod.folds_path(self.comp).exists():
                 folds_mod.write_folds(seg_folds(self.comp, self.spec, full, cfg.n_folds, cfg.seed),
                                       folds_mod.folds_path(self.comp))
-            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        check_same_folds(self.accelerator, folds_mod.folds_path(self.comp))  # every machine, the same folds
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
         full["_line"] = np.arange(len(full)) + 2  # CSV line of each row, for error messages
         self.train_df = full.head(cfg.limit).copy() if cfg.limit else full
         self.views = parse_views(cfg.tta)
         create_seg_loss(cfg.seg_loss, self.spec.mode)  # a bad loss name fails before any work
+
+    def setup_inference(self) -> None:
+        """Load the competition and its mask spec only: what predicting test masks needs."""
+        self.comp = load_competition(self.config.comp)
+        self.spec = mask_spec(self.comp)
+        self.views = parse_views(self.config.tta)
+
+    def data_config_model(self) -> str:
+        """A timm encoder (tu-<name>) gives its own data config; smp encoders use ImageNet's."""
+        enc = self.config.encoder
+        return enc[3:] if enc.startswith("tu-") else ""
 
     def _dataset(self, rows: pd.DataFrame | None, ids: list, split: str) -> SegDataset:
         where = "test" if split == "test" else "train"
@@ -231,30 +243,11 @@ def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size
                   device: str = "") -> Path:
     """Predict the test set again from every fold's best weights (TTA, fold mean): runs/<exp>/test_masks.npz.
 
-    The model is rebuilt from the run's config (arch, encoder): an experiment that overrides
-    build_model predicts through its own trainer (predict_test) instead.
+    Through the test-only path (kit.infer): the run's own experiment class builds the model, and no
+    train data is read.
     """
-    from safetensors.torch import load_file
+    from .infer import predict_run_test
     run_dir = Path(runs) / exp
-    cfg = RunDir(run_dir).config(SegConfig)
-    comp = load_competition(cfg.comp)
-    spec, views = mask_spec(comp), parse_views(tta or cfg.tta)
-    weights = sorted(run_dir.glob("fold*/best.safetensors"))
-    if not weights:
-        raise FileNotFoundError(f"{run_dir}: no fold*/best.safetensors: train the experiment first")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ids = comp.read_test()[comp.id_column].tolist()
-    ds = SegDataset(comp, spec, None, [comp.image_path(i, "test") for i in ids], build_eval_transforms(cfg.img_size))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size or cfg.batch_size, shuffle=False)
-    total = None
-    for w in weights:
-        model = create_seg_model(cfg, spec.num_outputs)
-        model.load_state_dict(load_file(str(w)))
-        model.to(dev).eval()
-        with torch.no_grad():
-            probs = torch.cat([predict_probs(model, b["image"].to(dev), spec.mode, views).cpu() for b in loader])
-        total = probs if total is None else total + probs
-    write_masks(run_dir / "test_masks.npz", ids, (total / len(weights)).numpy())
-    folds = [int(w.parent.name[4:]) for w in weights]
-    RunDir(run_dir).write_json("predict", {"tta": views, "folds": folds})
+    done = predict_run_test(run_dir, tta or RunDir(run_dir).config(SegConfig).tta, "mean", batch_size, device=device)
+    RunDir(run_dir).write_json("predict", {"tta": done["views"], "folds": done["folds"]})
     return run_dir / "test_masks.npz"

@@ -8,18 +8,21 @@ import pandas as pd
 import yaml
 
 from .competition import Competition, load_competition, read_table
-from .folds import file_hash
+from .faults import fault_point
+from .kaggle_sync import sync_kaggle
 from .ledger import Ledger, utc_now
 from .rundir import RunDir, RunDirError, member_names
+from .sub_files import file_sha256, finish_interrupted, partial_path, publish
 from .tables import current_predict, output_columns, read_probs
 from .tasks import task_of
 from .validate import validate_submission
+from .errors import KitError
 
 __all__ = ["SubmissionError", "build_submission", "validate_submission", "write_submission", "run_lineage",
-           "submit_run"]
+           "submit_run", "sync_kaggle"]
 
 
-class SubmissionError(ValueError):
+class SubmissionError(KitError, ValueError):
     """A submission file breaks the competition's format; the message lists every problem."""
 
 
@@ -41,8 +44,11 @@ def build_submission(comp: Competition, test_table: Path) -> pd.DataFrame:
     return sub[list(sample.columns)]
 
 
-def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("submissions")) -> Path:
-    """Build, validate and write `submissions/<UTC time>_<exp>.csv`; raise before writing a bad file."""
+def stage_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("submissions")) -> tuple[Path, Path]:
+    """Build and validate `submissions/<UTC time>_<exp>.csv` as a staged file: (staged path, final path).
+
+    Nothing is left behind when it is refused or the write fails (disk full).
+    """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if comp.submission.get("kind") == "rle":  # probability masks, thresholded and run-length encoded
         from .seg_submit import build_rle_submission
@@ -52,13 +58,35 @@ def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("sub
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = out_dir / f"{stamp}_{run_dir.name}.csv"
-    tmp = path.with_suffix(".tmp")
-    sub.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
-    problems = validate_submission(comp, tmp)
+    return stage_table(comp, sub, path), path
+
+
+def stage_table(comp: Competition, sub: pd.DataFrame, path: Path) -> Path:
+    """Write `sub` as a staged file beside `path` once it passes `kit validate`'s checks; nothing left if not."""
+    tmp = partial_path(Path(path))
+    try:
+        sub.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+        problems = validate_submission(comp, tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SubmissionError(f"could not write {path}: {e}; nothing was written or recorded") from None
     if problems:
         tmp.unlink()
         raise SubmissionError("submission rejected:\n  " + "\n  ".join(problems))
-    tmp.replace(path)
+    return tmp
+
+
+def save_submission(comp: Competition, sub: pd.DataFrame, path: Path) -> Path:
+    """Write a submission table as CSV at `path` only when it passes `kit validate`'s checks."""
+    path = Path(path)
+    publish(stage_table(comp, sub, path), path)
+    return path
+
+
+def write_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("submissions")) -> Path:
+    """Build, validate and write `submissions/<UTC time>_<exp>.csv` (no ledger row); raise before writing a bad file."""
+    tmp, path = stage_submission(comp, run_dir, out_dir)
+    publish(tmp, path)
     return path
 
 
@@ -144,6 +172,8 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
     comp = run_competition(run_dir)
     where = choose_target(comp, target)
     ledger = Ledger(Path(out) / "ledger.db")
+    for line in finish_interrupted(ledger, Path(out)):
+        print(line)
     if where == "kaggle":
         from .kaggle_client import has_credentials
         if not comp.kaggle:
@@ -152,25 +182,38 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
             raise SubmissionError("no Kaggle credentials: ~/.kaggle/kaggle.json, ~/.kaggle/access_token, "
                                   "KAGGLE_API_TOKEN or KAGGLE_USERNAME + KAGGLE_KEY")
         _check_daily_limit(ledger, comp, force)
-    path = write_submission(comp, run_dir, Path(out))
+    staged, path = stage_submission(comp, run_dir, Path(out))
     row = {"competition": comp.name, "comp_dir": str(comp.root), "kaggle_slug": comp.kaggle or None,
-           "file": str(path), "sha256": file_hash(path), "message": message,
+           "file": str(path), "sha256": file_sha256(staged), "message": message,
            "target": where, "status": "pending", **run_lineage(run_dir, comp)}
+    try:  # the CSV becomes final only once its row is committed; a failed commit leaves neither
+        fault_point("submit_row")
+        row_id = _claim_row(ledger, comp, row, where, force)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    fault_point("submit_publish")
+    publish(staged, path)
     if where != "kaggle":
-        row_id = ledger.add(row)
         if where == "local":
+            fault_point("submit_score")
             score_local(ledger, row_id, comp, path)
         return ledger.get(row_id)
-    return _submit_kaggle(ledger, comp, path, row, force, api)
+    return _upload_kaggle(ledger, comp, path, row, row_id, api)
 
 
-def _submit_kaggle(ledger: Ledger, comp: Competition, path: Path, row: dict, force: bool, api) -> dict:
-    """Claim a row under the daily limit, upload, and record what Kaggle answered."""
+def _claim_row(ledger: Ledger, comp: Competition, row: dict, where: str, force: bool) -> int:
+    """Commit the submission's row; a Kaggle row is claimed under the daily limit in the same transaction."""
+    if where != "kaggle":
+        return ledger.add(row)
     with ledger.transaction() as con:  # the count and the claim are one step: two submits cannot both pass
         if not force and ledger.count_today(comp.kaggle, con) >= comp.daily_limit:
-            path.unlink()
             raise SubmissionError(_limit_text(comp))
-        row_id = ledger.add({**row, "status": "uploading"}, con)
+        return ledger.add({**row, "status": "uploading"}, con)
+
+
+def _upload_kaggle(ledger: Ledger, comp: Competition, path: Path, row: dict, row_id: int, api) -> dict:
+    """Upload a claimed row's CSV and record what Kaggle answered."""
     from .kaggle_client import UploadResult, redact, upload
     try:
         result = upload(path, row["message"] or path.name, comp.kaggle, api=api)
@@ -203,18 +246,33 @@ def score_local(ledger: Ledger, row_id: int, comp: Competition, path: Path) -> d
     return scores
 
 
+def rescore_local(ledger: Ledger, ref: str | int) -> dict:
+    """Score again a local-leaderboard row left pending (its submit was interrupted before the score)."""
+    row = ledger.find(ref)
+    finish_interrupted(ledger, Path(row["file"]).parent)  # a submit killed before its rename: finish it first
+    if row["target"] != "local":
+        raise SubmissionError(f"#{row['id']} is a {row['target']} submission: give --public and/or --private")
+    path = Path(row["file"])
+    if not path.exists():
+        raise SubmissionError(f"#{row['id']}: {path} not found")
+    if file_sha256(path) != row["sha256"]:
+        raise SubmissionError(f"#{row['id']}: {path} changed since it was recorded (sha256 differs); not scored")
+    score_local(ledger, row["id"], load_competition(row["comp_dir"]), path)
+    return ledger.get(row["id"])
+
+
 def record_score(ledger: Ledger, ref: str | int, public: float | None = None, private: float | None = None,
                  comp: str = "") -> dict:
     """Record scores typed in by hand for a submission (ledger id, file or sha256 prefix, or any CSV)."""
     if public is None and private is None:
-        raise SubmissionError("give --public and/or --private")
+        return rescore_local(ledger, ref)
     try:
         row = ledger.find(ref)
     except KeyError:
         if not (Path(str(ref)).suffix == ".csv" and Path(str(ref)).is_file()):
             raise
         spec = load_competition(comp) if comp else None  # a CSV made elsewhere: give it a row first
-        new = {"file": str(ref), "sha256": file_hash(Path(str(ref))), "target": "manual", "status": "pending"}
+        new = {"file": str(ref), "sha256": file_sha256(Path(str(ref))), "target": "manual", "status": "pending"}
         if spec:
             new.update(competition=spec.name, metric=spec.metric, comp_dir=str(spec.root))
         row = ledger.get(ledger.add(new))
@@ -227,35 +285,3 @@ def record_score(ledger: Ledger, ref: str | int, public: float | None = None, pr
         changes["target"] = "manual"
     ledger.update(row["id"], **changes)
     return ledger.get(row["id"])
-
-
-def sync_kaggle(ledger: Ledger, api=None) -> list[dict]:
-    """Fill status and scores of pending Kaggle rows from Kaggle's submissions list."""
-    from .kaggle_client import list_submissions
-    pending = ledger.rows("target='kaggle' AND status IN ('pending', 'uploading')")
-    changed = []
-    for slug in sorted({r["kaggle_slug"] for r in pending} - {None}):
-        listed = list_submissions(slug, api=api)
-        by_ref = {s["ref"]: s for s in listed}
-        for r in [p for p in pending if p["kaggle_slug"] == slug]:
-            s = by_ref.get(r["kaggle_ref"]) or _match_by_file(r, listed)
-            if s is None:
-                continue
-            if s["status"] == "complete":
-                ledger.update(r["id"], status="scored", public=s["public"], private=s["private"],
-                              kaggle_ref=s["ref"], scored_utc=utc_now())
-            elif s["status"] == "error":
-                ledger.update(r["id"], status="error", kaggle_ref=s["ref"], error=s["error"] or "scoring failed")
-            else:
-                continue
-            changed.append(ledger.get(r["id"]))
-    return changed
-
-
-def _match_by_file(row: dict, listed: list[dict]) -> dict | None:
-    """A row uploaded without a ref (old kaggle versions): the same file name and description."""
-    name = Path(row["file"]).name
-    for s in listed:
-        if s["file_name"] == name and (not row["message"] or s["description"] == row["message"]):
-            return s
-    return None

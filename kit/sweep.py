@@ -1,70 +1,36 @@
 """`kit sweep`: a wandb sweep YAML run locally by Optuna, each trial a subprocess of the YAML's command.
 
-The study lives in SQLite under runs/sweeps/<name>.db, so a crashed sweep resumes where it stopped
-(finished trials are never run again) and several `kit sweep` processes can share one study.
+The study lives in SQLite under runs/sweeps/<name>.db by default, or in any database Optuna's RDB
+storage takes (--storage=postgresql://...), so that `kit sweep` workers on several machines share
+one study. A crashed sweep resumes where it stopped (finished trials are never run again); a trial
+whose worker died (no heartbeat) is marked failed and run again by a live worker.
 """
 from __future__ import annotations
 
 import json
 import os
 import queue
+import math
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from .rundir import RunDir
 from .sweep_spec import SweepSpec, expand_command, grid_space, load_sweep, suggest
+from .sweep_study import HEARTBEAT_S, SweepStorageError, open_study, shown, storage_url
 
-HEARTBEAT_S, GRACE_S = 10, 30  # a trial silent this long belonged to a killed sweep: failed, then retried
 
 
 class TrialFailed(RuntimeError):
     """The trial's command failed or left no metric; the sweep goes on with the next trial."""
 
 
-def open_study(spec: SweepSpec, runs: Path, seed: int = 0):
-    """Create or load the study in runs/sweeps/<name>.db with the YAML's sampler and pruner."""
-    import optuna
-    import warnings
-
-    from optuna import storages
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in use
-    db = (runs / "sweeps" / f"{spec.name}.db").resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # Optuna >= 4.9 renamed the hook
-        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
-    else:
-        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
-    storage = storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                  engine_kwargs={"connect_args": {"timeout": 60}}, **retry)  # workers share the file
-    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
-                                load_if_exists=True, pruner=create_pruner(spec))
-    study.sampler = create_sampler(spec, seed + len(study.trials))  # a resumed sweep must not redraw old points
-    study.set_user_attr("metric", spec.metric)
-    return study
-
-
-def create_sampler(spec: SweepSpec, seed: int):
-    """grid -> GridSampler, random -> RandomSampler, bayes -> TPE."""
-    import optuna
-    if spec.method == "grid":
-        return optuna.samplers.GridSampler(grid_space(spec), seed=seed)
-    if spec.method == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def create_pruner(spec: SweepSpec):
-    """early_terminate: hyperband -> Optuna's HyperbandPruner on epochs; otherwise no pruning."""
-    import optuna
-    et = spec.early_terminate
-    if not et:
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.HyperbandPruner(min_resource=int(et.get("min_iter", 1)),
-                                          max_resource=int(et["max_iter"]) if "max_iter" in et else "auto",
-                                          reduction_factor=int(et.get("eta", 3)))
+class TrialSurplus(TrialFailed):
+    """Two workers started the last trial at once: the later one gives way without running anything."""
 
 
 def read_metric(run_dir: Path, metric: str) -> float:
@@ -97,16 +63,31 @@ def epoch_values(run_dir: Path, metric: str) -> list[float]:
 class Objective:
     """Run one trial: draw values, run the command, report epochs (for pruning), return the metric."""
 
-    def __init__(self, spec: SweepSpec, runs: Path, gpus: list[str]):
-        self.spec, self.runs = spec, runs
+    def __init__(self, spec: SweepSpec, runs: Path, gpus: list[str], trials: int | None = None):
+        self.spec, self.runs, self.trials = spec, runs, trials
+        self.start_lock, self._held = threading.Lock(), threading.local()  # one trial created at a time per process
         self.logs = runs / "sweeps" / spec.name
         self.logs.mkdir(parents=True, exist_ok=True)
         self.gpus = queue.Queue()
         for g in gpus:
             self.gpus.put(g)
 
+    def hold(self) -> None:
+        """Held from the count check until the trial exists, so this process's workers never both take the last."""
+        self.start_lock.acquire()
+        self._held.on = True
+
+    def started(self) -> None:
+        """Release the hold (the trial exists now, RUNNING: the next check counts it)."""
+        if getattr(self._held, "on", False):
+            self._held.on = False
+            self.start_lock.release()
+
     def __call__(self, trial) -> float:
         import optuna
+        self.started()
+        if self.trials is not None:
+            check_room(trial, self.trials)
         values = {name: suggest(trial, p) for name, p in self.spec.params.items()}
         run_name = f"{self.spec.name}-t{trial.number:03d}"
         run_dir = self.runs / run_name
@@ -154,21 +135,72 @@ def finished(study) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
-def run_sweep(path: str, trials: int, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0) -> dict:
-    """Run the sweep until `trials` trials have finished in its study; print and save the best ones."""
-    import optuna
-    from optuna.study import MaxTrialsCallback
+def running(study) -> list:
+    """Trials some live worker is running (those of a dead one are failed first by fail_stale_trials)."""
     from optuna.trial import TrialState
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def check_room(trial, trials: int) -> None:
+    """Give way (TrialSurplus) when the trials finished and those started before this one already make the count."""
+    ahead = [t for t in running(trial.study) if t.number < trial.number]
+    if len(finished(trial.study)) + len(ahead) >= trials:
+        trial.set_user_attr("surplus", True)
+        raise TrialSurplus(f"trial {trial.number}: {trials} trials are finished or running; not run")
+
+
+def work(study, objective: Objective, trials: int, budget: list, lock: threading.Lock, poll_s: float) -> None:
+    """One worker: start a trial while finished + running trials are fewer than `trials`, else wait for them.
+
+    Waiting rather than stopping keeps the count exact: a running trial may still fail, and a killed worker's
+    trial is failed once its heartbeat is stale, queued again (with the same values) and run here.
+    """
+    import optuna
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        objective.hold()
+        try:
+            done, busy = len(finished(study)), len(running(study))
+            if done >= trials:
+                return
+            if done + busy >= trials:
+                objective.started()
+                time.sleep(poll_s)
+                continue
+            with lock:  # attempts of this process: a command that always fails must not loop for ever
+                if budget[0] <= 0:
+                    return
+                budget[0] -= 1
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        finally:
+            objective.started()  # released here if the trial never started
+
+
+def run_sweep(path: str, trials: int, workers: int = 1, runs: str = "runs", gpus: str = "", seed: int = 0,
+              storage: str = "", heartbeat: float = HEARTBEAT_S) -> dict:
+    """Run the sweep until exactly `trials` trials have finished in its study; print and save the best ones."""
+    import optuna
     spec, runs_dir = load_sweep(path), Path(runs)
-    study = open_study(spec, runs_dir, seed)
+    if heartbeat < 1:
+        raise SweepStorageError(f"--heartbeat={heartbeat}: at least 1 second")
+    if spec.method == "grid":  # the grid has this many points; asking for more would run some twice
+        trials = min(trials, math.prod(len(v) for v in grid_space(spec).values()))
+    study = open_study(spec, runs_dir, seed, storage, heartbeat)
     remaining = trials - len(finished(study))
+    where = shown(storage_url(spec, runs_dir, storage))
     print(f"sweep {spec.name}: {len(finished(study))} trial(s) already done, {max(remaining, 0)} to run, "
-          f"{workers} worker(s); study in {runs_dir / 'sweeps' / (spec.name + '.db')}")
+          f"{workers} worker(s); study in {where}")
     if remaining > 0:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        objective = Objective(spec, runs_dir, [g for g in str(gpus).split(",") if g.strip()])
-        study.optimize(objective, n_trials=remaining, n_jobs=workers, catch=(TrialFailed,),
-                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+        objective = Objective(spec, runs_dir, [g for g in str(gpus).split(",") if g.strip()], trials)
+        budget, lock = [remaining + workers], threading.Lock()
+        args = (study, objective, trials, budget, lock, heartbeat)
+        if workers == 1:  # in the main thread: Ctrl-C stops the trial's process too
+            work(*args)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for f in [pool.submit(work, *args) for _ in range(workers)]:
+                    f.result()  # a worker's error (the database gone) is raised here
     return summarise(study, spec, runs_dir / "sweeps" / spec.name)
 
 

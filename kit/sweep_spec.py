@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .errors import KitError
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform",
@@ -13,7 +16,7 @@ DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # wandb's default
 
 
-class SweepError(ValueError):
+class SweepError(KitError, ValueError):
     """A sweep YAML that cannot be run: the message names the file and the key."""
 
 
@@ -199,3 +202,39 @@ def format_value(v) -> str:
     if isinstance(v, float):
         return repr(v)
     return str(v)
+
+
+def trial_seeded_sampler(seed: int):
+    """Random draws that are a function of (seed, trial number, parameter): workers sharing a study and a seed
+    never draw the same point, and a one-worker sweep is reproducible."""
+    import optuna
+
+    class TrialSeededSampler(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            key = zlib.crc32(f"{seed}/{trial.number}/{param_name}".encode())
+            return optuna.samplers.RandomSampler(seed=key).sample_independent(study, trial, param_name,
+                                                                              param_distribution)
+
+    return TrialSeededSampler(seed=seed)
+
+
+def create_sampler(spec: SweepSpec, seed: int, done: int = 0):
+    """grid -> GridSampler, random -> RandomSampler (seeded per trial), bayes -> TPE (constant liar for workers)."""
+    import optuna
+    if spec.method == "grid":
+        return optuna.samplers.GridSampler(grid_space(spec), seed=seed + done)
+    if spec.method == "random":
+        return trial_seeded_sampler(seed)
+    # a resumed sweep must not redraw old points; constant_liar keeps parallel workers apart
+    return optuna.samplers.TPESampler(seed=seed + done, constant_liar=True)
+
+
+def create_pruner(spec: SweepSpec):
+    """early_terminate: hyperband -> Optuna's HyperbandPruner on epochs; otherwise no pruning."""
+    import optuna
+    et = spec.early_terminate
+    if not et:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.HyperbandPruner(min_resource=int(et.get("min_iter", 1)),
+                                          max_resource=int(et["max_iter"]) if "max_iter" in et else "auto",
+                                          reduction_factor=int(et.get("eta", 3)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -21,8 +20,9 @@ from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
 from . import folds as folds_mod
+from .checkpoint import write_aside
 from .competition import load_competition
-from .config import Config
+from .config import Config, ConfigError
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
@@ -31,15 +31,18 @@ from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, is_better
 from .mixing import create_mixer, mix_batch
 from .models import create_model
+from .nodes import check_run_dir_shared, check_same_folds
 from .preflight import preflight
-from .rundir import RunDir
+from .preprocess import config_norm, resolve_norm
+from .progress import progress
 from .resume import LoopState, begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run, state_alias
+from .rundir import RunDir
 from .sampling import create_sampler
 from .tasks import task_of
 from .schemes import collect_schemes, predict_schemes
 from .tables import write_probs
 from .tracking import Tracking, parse_trackers, sweep_run_name
-from .transforms import build_eval_transforms, build_train_transforms
+from .transforms import build_eval_transforms, build_train_transforms, normalize_batch
 
 
 class Trainer:
@@ -49,9 +52,10 @@ class Trainer:
     # the loop's counters live in one LoopState (saved and restored by kit/resume.py); these names read it
     epoch, step, best, best_epoch = (state_alias(name) for name in ("epoch", "step", "best", "best_epoch"))
 
-    def __init__(self, config: Config | None = None):
+    def __init__(self, config: Config | None = None, inference: bool = False):
         self.config = config if config is not None else type(self).config
-        cfg = self.config
+        self.config = cfg = self._fill_norm()
+        self.norm = config_norm(cfg)  # mean/std/interpolation of every pipeline, recorded in config.yaml
         self.name = cfg.name or sweep_run_name(Path(inspect.getfile(type(self))).stem)
         self.run_dir = Path(cfg.out_dir) / self.name
         self.accelerator = Accelerator(
@@ -60,11 +64,17 @@ class Trainer:
             project_dir=str(self.run_dir),
             # a frozen backbone gets no gradients; DDP must be told to expect parameters without one
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.freeze_epochs > 0)],
+            # pinned uint8 batches copy to the GPU while it still computes (no effect on the CPU)
+            dataloader_config=DataLoaderConfiguration(non_blocking=True),
         )
         self.fold = self.ema = self.mixer = self.resume_dir = None
         self.state = LoopState()
         self.tracking = Tracking(self)
-        self.setup_data()
+        if inference:
+            self.setup_inference()
+        else:
+            self.setup_data()
+            check_run_dir_shared(self.accelerator, self.run_dir)  # several machines: one run folder they all see
 
     @property
     def task(self):
@@ -76,19 +86,34 @@ class Trainer:
         """Load the competition, run the pre-flight checks, read (or make) the folds."""
         cfg = self.config
         self.comp = load_competition(cfg.comp)
-        with self.accelerator.main_process_first():  # rank 0 writes folds and the scan cache first
+        acc = self.accelerator
+        with acc.main_process_first():  # rank 0 writes folds and the scan cache first
             full = preflight(self.comp, include_test=cfg.predict_test)
-            self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
+            if acc.is_main_process:  # the only process that may create folds.csv (once per run, not per machine)
+                folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
+        check_same_folds(acc, folds_mod.folds_path(self.comp))
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
+    def setup_inference(self) -> None:
+        """Load the competition only: what predicting the test images needs (no train data, nothing written)."""
+        self.comp = load_competition(self.config.comp)
+        self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
+
+    def data_config_model(self) -> str:
+        """The timm model whose data config gives mean/std/interpolation when the config leaves them empty."""
+        return self.config.model
+
     def build_transforms(self, split: str):
-        """Albumentations pipeline for 'train', 'valid' or 'test'."""
+        """Albumentations pipeline for 'train', 'valid' or 'test': uint8 out, normalised on the device as the model
+        expects (`self.norm`)."""
+        cfg = self.config
         if split == "train":
-            return build_train_transforms(self.config.aug, self.config.img_size)
-        if split == "valid" and self.config.valid_aug != "none":
-            return build_train_transforms(self.config.valid_aug, self.config.img_size)
-        return build_eval_transforms(self.config.img_size)
+            return build_train_transforms(cfg.aug, cfg.img_size, self.norm, normalize=False)
+        if split == "valid" and cfg.valid_aug != "none":
+            return build_train_transforms(cfg.valid_aug, cfg.img_size, self.norm, normalize=False)
+        return build_eval_transforms(cfg.img_size, self.norm, normalize=False)
 
     def split_fold(self, fold: int) -> dict[str, pd.DataFrame]:
         """{'train': rows of the other folds, 'valid': rows of `fold`} of the train table."""
@@ -262,8 +287,8 @@ class Trainer:
     def _predict(self, loader) -> np.ndarray:
         self.model.eval()
         probs, index = [], []
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not self.accelerator.is_local_main_process):
-            out = self.eval_step(batch)
+        for batch in progress(loader, "predict", self.accelerator.is_local_main_process):
+            out = self.eval_step(normalize_batch(batch, self.norm, self.config.channels_last))
             p, i = self.accelerator.gather_for_metrics((out["probs"], batch["index"]))
             probs.append(p.cpu())
             index.append(i.cpu())
@@ -274,15 +299,19 @@ class Trainer:
         return probs[np.argsort(index)]
 
     # ------------------------------------------------------------------ loop internals
+    def _fill_norm(self) -> Config:
+        cfg = self.config
+        return cfg.override(**resolve_norm(self.data_config_model(), cfg.mean, cfg.std, cfg.interpolation).as_fields())
+
     def _train_epoch(self) -> float:
         acc = self.accelerator
         self.model.train()
         # data order and augmentation from (seed, epoch); after a resume, the batches done are skipped
         loader, first, loss_sum = begin_epoch(self)  # loss summed on device
-        bar = tqdm(loader, desc=f"fold {self.fold} epoch {self.epoch}", leave=False,
-                   disable=not acc.is_local_main_process)
+        bar = progress(loader, f"fold {self.fold} epoch {self.epoch}", acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
+            batch = normalize_batch(batch, self.norm, cfg.channels_last)  # uint8 came to the device: normalised here
             if self.mixer is not None:
                 batch = mix_batch(self.mixer, batch)
             with acc.accumulate(self.model):
@@ -329,9 +358,8 @@ class Trainer:
         if acc.is_main_process:
             model = acc.unwrap_model(eval_module(self.model, self.ema))  # the EMA weights when EMA is on
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            tmp = self.fold_dir / "best.safetensors.tmp"
-            save_file(state, str(tmp), metadata={"epoch": str(self.epoch), "score": str(self.best)})
-            os.replace(tmp, self.fold_dir / "best.safetensors")
+            meta = {"epoch": str(self.epoch), "score": str(self.best)}
+            write_aside(self.fold_dir / "best.safetensors", lambda tmp: save_file(state, str(tmp), metadata=meta))
             self.write_predictions("oof", self.valid_ids, probs)
         acc.wait_for_everyone()
 
@@ -362,10 +390,10 @@ class Trainer:
         try:
             k = int(self.config.fold)
         except ValueError:
-            raise ValueError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
+            raise ConfigError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
         known = sorted(self.folds.fold.unique().tolist())
         if k not in known:
-            raise ValueError(f"--fold={k}: folds.csv has folds {known}")
+            raise ConfigError(f"--fold={k}: folds.csv has folds {known}")
         return [k]
 
     def finish(self, summaries: list[dict]) -> dict | None:

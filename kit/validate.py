@@ -20,6 +20,7 @@ from .competition import Competition, read_table
 from .tasks import task_of
 
 BOM = b"\xef\xbb\xbf"
+MAX_FIELD = 2**31 - 1  # characters in one CSV cell: the csv module's largest limit
 NON_FINITE = {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity",
               "na", "n/a", "null", "none", "#n/a"}
 OTHER_DELIMITERS = (";", "\t", "|", " ")
@@ -59,6 +60,9 @@ def validate_submission(comp: Competition, csv_path: str | Path, per_kind: int =
     out = Problems(path, per_kind)
     if not path.exists():
         out.add("file", None, None, "file not found")
+        return out.report()
+    if path.is_dir():
+        out.add("file", None, None, "is a folder, not a CSV file")
         return out.report()
     rows = _read_rows(path, out)
     if rows is None:
@@ -102,16 +106,23 @@ def _read_rows(path: Path, out: Problems) -> list[tuple[int, list[str]]] | None:
         return None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows = []
-    while True:
-        start = reader.line_num + 1  # a quoted field may span lines: name the line the record starts on
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            out.add("quoting", start, None, f"unreadable CSV from here on ({e}); check the quotes")
-            return None
-        rows.append((start, fields))
+    limit = csv.field_size_limit(MAX_FIELD)  # RLE masks of large images make cells far over csv's 131,072
+    try:
+        while True:
+            start = reader.line_num + 1  # a quoted field may span lines: name the line the record starts on
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                if "field larger than field limit" in str(e):
+                    out.add("size", start, None, f"a field is longer than {MAX_FIELD:,} characters")
+                else:
+                    out.add("quoting", start, None, f"unreadable CSV from here on ({e}); check the quotes")
+                return None
+            rows.append((start, fields))
+    finally:
+        csv.field_size_limit(limit)
     return rows
 
 

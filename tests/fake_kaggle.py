@@ -1,4 +1,5 @@
-"""Kaggle's submission endpoints, served from inside urllib3: the kaggle package runs unchanged above it.
+"""Kaggle's submission, dataset, kernel and blob endpoints, served from inside urllib3: the kaggle package runs
+unchanged above it.
 
 `FakeKaggle.install(monkeypatch)` replaces `HTTPConnectionPool.urlopen` (the call that would open a
 socket) and blocks sockets outright, so any request that escapes the double fails the test.
@@ -13,7 +14,8 @@ from datetime import datetime, timezone
 import urllib3
 from urllib3.connectionpool import HTTPConnectionPool
 
-API = "https://api.kaggle.com/v1/competitions.CompetitionApiService/"
+ROOT = "https://api.kaggle.com/v1/"
+API = ROOT + "competitions.CompetitionApiService/"
 UPLOAD = "https://www.kaggleusercontent.com/upload/"
 
 
@@ -29,6 +31,9 @@ class FakeKaggle:
         self.list_error: tuple[int, str] | None = None  # (HTTP code, message) for ListSubmissions
         self.scorer = None  # bytes -> (public, private), called on CreateSubmission
         self.next_ref = 40001
+        self.datasets: dict[str, list[dict]] = {}  # owner/slug -> versions, each {file name: bytes}
+        self.kernels: dict[str, list[dict]] = {}  # owner/slug -> versions, each the SaveKernel request
+        self.kernel_error = ""  # what SaveKernel answers in its error field (a refused push)
 
     def install(self, monkeypatch) -> "FakeKaggle":
         fake = self
@@ -48,6 +53,8 @@ class FakeKaggle:
         self.requests.append({"method": method, "url": url, "body": body, "headers": headers})
         if url.startswith(API):
             return self._api(url[len(API):], json.loads(body or b"{}"))
+        if url.startswith(ROOT):
+            return self._other(url[len(ROOT):], json.loads(body or b"{}"))
         if url.startswith(UPLOAD) and method == "PUT":
             token = url[len(UPLOAD):]
             if self.upload_status != 200:
@@ -77,11 +84,55 @@ class FakeKaggle:
                                      "description": req.get("submissionDescription", ""), "status": "PENDING",
                                      "date": datetime.now(timezone.utc)})
             return _response(200, {"message": f"Successfully submitted to {comp}", "ref": ref})
+        if name == "CreateCodeSubmission":
+            kernel = f"{req.get('kernelOwner') or req.get('_kernelOwner')}/{req.get('kernelSlug')}"
+            versions = self.kernels.get(kernel, [])
+            if not versions or req.get("kernelVersion", len(versions)) > len(versions):
+                return _response(404, {"code": 404, "message": f"Notebook {kernel} version not found"})
+            ref, self.next_ref = self.next_ref, self.next_ref + 1
+            self.submissions.append({"ref": ref, "data": None, "file_name": req.get("fileName", ""), "kernel": kernel,
+                                     "kernel_version": req.get("kernelVersion"), "status": "PENDING",
+                                     "description": req.get("submissionDescription", ""),
+                                     "date": datetime.now(timezone.utc)})
+            return _response(200, {"message": "Your submission was successfully saved", "ref": ref})
         if name == "ListSubmissions":
             if self.list_error:
                 code, message = self.list_error
                 return _response(code, {"code": code, "message": message})
             return _response(200, {"submissions": [_listed(s) for s in reversed(self.submissions)]})
+        return _response(404, {"code": 404, "message": f"unknown method {name}"})
+
+    def _other(self, name: str, req: dict) -> urllib3.HTTPResponse:
+        """Blob uploads, datasets and kernels."""
+        if name == "blobs.BlobApiService/StartBlobUpload":
+            token = f"blob{len(self.blobs) + 1}"
+            self.blobs[token], self.names[token] = None, req.get("name", "")
+            return _response(200, {"token": token, "createUrl": UPLOAD + token})
+        service, _, method = name.partition("/")
+        ref = f"{req.get('ownerSlug')}/{req.get('datasetSlug') or req.get('slug')}"
+        if service == "datasets.DatasetApiService":
+            if method in ("GetDatasetStatus", "GetDataset"):
+                if ref not in self.datasets:
+                    return _response(404, {"code": 404, "message": f"Dataset {ref} not found"})
+                return _response(200, {"status": "READY"} if method == "GetDatasetStatus" else
+                                 {"ref": ref, "currentVersionNumber": len(self.datasets[ref])})
+            if method in ("CreateDataset", "CreateDatasetVersion"):
+                if (method == "CreateDataset") == (ref in self.datasets):
+                    return _response(200, {"status": "error", "error": f"dataset {ref}: exists" if ref in self.datasets
+                                           else f"dataset {ref}: not found"})
+                files = (req if method == "CreateDataset" else req.get("body", {})).get("files", [])
+                if any(self.blobs.get(f.get("token")) is None for f in files):
+                    return _response(400, {"code": 400, "message": "a file was never uploaded"})
+                self.datasets.setdefault(ref, []).append({self.names[f["token"]]: self.blobs[f["token"]] for f in files})
+                return _response(200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"})
+        if name == "kernels.KernelsApiService/SaveKernel":
+            missing = [d for d in req.get("datasetDataSources", []) if d not in self.datasets]
+            if self.kernel_error or missing:
+                return _response(200, {"error": self.kernel_error or f"dataset sources not found: {missing}"})
+            self.kernels.setdefault(req["slug"], []).append(req)
+            n = len(self.kernels[req["slug"]])
+            return _response(200, {"ref": f"/code/{req['slug']}", "url": f"https://www.kaggle.com/code/{req['slug']}",
+                                   "versionNumber": n})
         return _response(404, {"code": 404, "message": f"unknown method {name}"})
 
     def finish(self, ref: int, public: float | None = None, private: float | None = None, error: str = "") -> None:

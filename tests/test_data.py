@@ -23,3 +23,31 @@ def test_loader_workers_run_single_threaded():
     assert {int(v) for b in batches for v in b["cv2"]} == {1}, "OpenCV threads in a worker"
     assert {int(v) for b in batches for v in b["torch"]} == {1}, "torch threads in a worker"
     assert torch.get_num_threads() == torch_threads  # the main process keeps its own setting
+
+
+def test_uint8_batches_reach_the_model_normalised_exactly_as_the_cpu_pipeline(demo_copy, tmp_path):
+    from kit import Config, Trainer
+    from kit.data import read_image
+    from kit.transforms import build_eval_transforms
+    seen = {"train": [], "eval": []}
+
+    class Capture(Trainer):
+        def train_step(self, batch):
+            seen["train"].append((batch["image"].clone(), batch["index"].clone()))
+            return super().train_step(batch)
+
+        def eval_step(self, batch):
+            seen["eval"].append((batch["image"].clone(), batch["index"].clone()))
+            return super().eval_step(batch)
+
+    cfg = Config(comp=str(demo_copy), out_dir=str(tmp_path), model="test_resnet", img_size=32, aug="none", epochs=1,
+                 limit=60, num_workers=0, batch_size=16, predict_test=False, log_with="none", resume="never")
+    trainer = Capture(cfg)
+    trainer.fit(0)
+    train, valid = trainer.build_datasets(0)
+    assert train[0]["image"].dtype == torch.uint8  # what the loader moves: a quarter of float32's bytes
+    cpu = build_eval_transforms(32, trainer.norm)  # `none` = resize, normalise (the model's own), tensor, on the CPU
+    for split, ds in (("train", train), ("eval", valid)):
+        images, index = seen[split][0]
+        want = torch.stack([cpu(image=read_image(ds.paths[i]))["image"] for i in index.tolist()])
+        assert images.dtype == torch.float32 and torch.equal(images, want), split

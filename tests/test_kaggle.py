@@ -173,3 +173,21 @@ def test_sync_command_reports_updates_and_scrubs_errors(setup, capsys):
         cli.sync(out=str(out))
     assert "401" in str(e.value.code) or "Unauthorized" in str(e.value.code)
     _secret_nowhere(out, str(e.value.code) + "".join(capsys.readouterr()))
+
+
+def test_upload_killed_before_kaggle_answered_is_reconciled_by_sync(setup):
+    fake, runs, out = setup["fake"], setup["runs"], setup["out"]
+    reached = submit_run("exp0", "reached", runs, out)  # Kaggle has this one; its answer is then "lost"
+    ledger = Ledger(out / "ledger.db")
+    ledger.update(reached["id"], status="uploading", kaggle_ref=None)
+    old = (datetime.now(timezone.utc) - timedelta(minutes=30)).isoformat(timespec="seconds")
+    lost = ledger.add({"created_utc": old, "kaggle_slug": "kit-demo", "target": "kaggle", "status": "uploading",
+                       "file": str(out / "never_sent.csv"), "message": "cut off"})
+    fresh = ledger.add({"kaggle_slug": "kit-demo", "target": "kaggle", "status": "uploading",
+                        "file": str(out / "in_flight.csv"), "message": "still uploading"})
+    assert ledger.count_today("kit-demo") == 3
+    changed = {r["id"]: r for r in sync_kaggle(ledger)}
+    assert changed[reached["id"]]["status"] == "pending" and changed[reached["id"]]["kaggle_ref"] == fake.submissions[0]["ref"]
+    assert changed[lost]["status"] == "failed" and "interrupted before Kaggle answered" in changed[lost]["error"]
+    assert fresh not in changed  # a young upload may still be on its way: left alone
+    assert ledger.count_today("kit-demo") == 2  # the one that never reached Kaggle no longer counts

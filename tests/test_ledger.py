@@ -139,3 +139,13 @@ def test_old_ledger_gains_new_columns_and_keeps_its_rows(tmp_path):
     assert row["file"] == "a.csv" and row["public"] == 0.7 and row["cv"] is None
     ledger.update(row["id"], cv=0.8)
     assert ledger.get(row["id"])["cv"] == 0.8
+
+
+def test_ledger_table_mixes_rows_with_and_without_a_git_commit(tmp_path):
+    from kit.compare import ledger_table
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.add({"competition": "c", "target": "manual", "status": "pending", "experiments": ["a"],
+                "git_commit": "0123456789abcdef", "git_dirty": 1})
+    ledger.add({"competition": "c", "target": "manual", "status": "pending", "experiments": ["b"]})
+    table = ledger_table(ledger)
+    assert table.set_index("experiments")["git"].to_dict() == {"a": "01234567*", "b": ""}

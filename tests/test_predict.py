@@ -15,6 +15,7 @@ from kit.models import create_model, load_state_dict
 from kit.submissions import run_cv
 from kit.tables import current_predict
 from kit.trainer import limit_rows
+from kit.preprocess import Norm
 from kit.transforms import build_eval_transforms
 from tests.helpers import ROOT, kit, launch
 
@@ -65,7 +66,7 @@ def test_all_folds_under_ddp_then_predict_with_tta(demo_copy, tmp_path):
     test = pd.read_parquet(run / "test.parquet")
     assert len(test) == 1242 and np.allclose(test[comp.classes].sum(axis=1), 1, atol=1e-5)
     ids = test.id[:12].tolist()
-    tf = build_eval_transforms(32)
+    tf = build_eval_transforms(32, Norm((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear"))  # test_resnet's timm data config
     x = torch.stack([tf(image=read_image(comp.image_path(i, "test")))["image"] for i in ids])
     want = []
     for k in (0, 1):

@@ -147,4 +147,5 @@ def test_make_submit_is_kit_submit():
     # Under `make test` the child make inherits MAKELEVEL and would print "Entering directory" lines.
     r = subprocess.run(["make", "-n", "--no-print-directory", "submit", "EXP=exp007_x", "MSG=two words"], cwd=ROOT,
                        capture_output=True, text=True)
-    assert r.stdout.strip().splitlines()[-1] == '.venv/bin/kit submit exp007_x -m "two words"'
+    # MSG travels in the environment (KIT_MSG), never inside the shell text: tests/test_cli_small.py
+    assert r.stdout.strip().splitlines()[-1] == '.venv/bin/kit submit exp007_x -m "$KIT_MSG"'

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from kit.config import Config, load_config, parse_overrides
-from kit.sweep import create_pruner, create_sampler
-from kit.sweep_spec import SweepError, expand_command, format_value, load_sweep, suggest
+from kit.sweep_spec import SweepError, create_pruner, create_sampler, expand_command, format_value, load_sweep, suggest
 from tests.helpers import BIN, ROOT
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -256,3 +255,15 @@ def test_kit_sweep_refuses_a_bad_yaml_before_running_anything(tmp_path):
     r = kit("sweep", str(path), "--trials=2", f"--runs={tmp_path / 'runs'}", check=False)
     assert r.returncode != 0 and "parameters.lr: distribution 'normal'" in r.stderr + r.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_kit_sweep_names_a_storage_it_cannot_open(tmp_path):
+    from tests.helpers import _free_port, kit
+    path = write_yaml(tmp_path)
+    url = f"postgresql://kit:secret@127.0.0.1:{_free_port()}/sweeps"  # nothing listens there
+    r = kit("sweep", str(path), "--trials=1", f"--runs={tmp_path / 'runs'}", f"--storage={url}", check=False)
+    assert r.returncode != 0 and "cannot open the study database" in r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "secret" not in r.stdout + r.stderr and "kit:***@127.0.0.1" in r.stderr
+    assert not (tmp_path / "runs").exists()
+    r = kit("sweep", str(path), "--trials=1", f"--runs={tmp_path / 'runs'}", "--heartbeat=0.5", check=False)
+    assert r.returncode != 0 and "--heartbeat=0.5: at least 1 second" in r.stderr

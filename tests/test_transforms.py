@@ -56,3 +56,28 @@ def test_seeded_pipeline_is_a_function_of_its_seed_alone():
     assert not torch.equal(views[5], views[6]) and not torch.equal(views[6], views[7])
     # every transform draws from the one shared generator: the view is not the old per-transform seeding
     assert all(t.random_generator is pipeline.random_generator for t in pipeline.transforms)
+
+
+def test_device_normalisation_is_bitwise_the_cpu_pipelines_for_every_pixel_value():
+    from kit.transforms import build_eval_transforms, normalize_images
+    rng = np.random.default_rng(0)
+    # every value in every channel at least once, then random images through the heavy preset
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2).repeat(4, 0)  # (4, 256, 3)
+    ramp = np.ascontiguousarray(np.concatenate([ramp, ramp[:, ::-1]], 0)[:, :256])
+    cpu = A.Compose([A.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(image=ramp)["image"]  # independent
+    dev = normalize_images(torch.from_numpy(ramp).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    assert dev.dtype == np.float32 and np.array_equal(dev, cpu)
+    for seed in range(3):
+        img = rng.integers(0, 256, (37, 45, 3), dtype=np.uint8)
+        want = build_train_transforms("heavy", 32)
+        got = build_train_transforms("heavy", 32, normalize=False)
+        seed_pipeline(want, seed)
+        seed_pipeline(got, seed)
+        a, raw = want(image=img)["image"], got(image=img)["image"]
+        assert raw.dtype == torch.uint8 and names(got)[-2:] == ["Resize", "ToTensorV2"]
+        b = normalize_images(raw[None], channels_last=True)
+        assert torch.equal(b[0], a) and b.is_contiguous(memory_format=torch.channels_last)
+    plain = build_eval_transforms(32)(image=img)["image"][None]
+    assert normalize_images(plain) is plain  # normalised already (a user's pipeline): left as it is
+    with pytest.raises(ValueError, match="4 channels"):
+        normalize_images(torch.zeros(1, 4, 8, 8, dtype=torch.uint8))

@@ -236,3 +236,28 @@ def test_cli_exits_non_zero_listing_every_problem(comps, tmp_path):
         assert where in r.stderr, r.stderr
     ok = kit("validate", str(_write(tmp_path, "good", _text(rows))), f"--comp={comps['label'].root}")
     assert "valid" in ok.stdout
+
+
+def test_rle_cell_larger_than_the_csv_modules_default_field_limit_is_valid(tmp_path):
+    # A 1024x1024 mask with 20,000 runs: one cell of ~180,000 characters (csv's default limit is 131,072).
+    comp = _make_comp(tmp_path / "big", "big", ["ImageId", "EncodedPixels"], [["a", ""], ["b", ""]],
+                      task="segmentation", classes=["mask"], target_columns=["EncodedPixels"],
+                      submission={"kind": "rle", "image_size": [1024, 1024]})
+    cell = " ".join(f"{1 + 50 * k} 10" for k in range(20_000))
+    assert len(cell) > 131_072
+    sub = tmp_path / "sub.csv"
+    sub.write_text(f"ImageId,EncodedPixels\na,{cell}\nb,\n")
+    assert validate_submission(comp, sub) == []
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"ImageId,EncodedPixels\na,{cell} 5\nb,\n")  # still named precisely when a big cell is wrong
+    assert validate_submission(comp, bad) == [f"{bad}: row 2, column 'EncodedPixels': 40001 tokens: an RLE is "
+                                              "'start length' pairs (even count)"]
+    r = kit("validate", str(sub), f"--comp={tmp_path / 'big'}", check=False)
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr
+
+
+def test_validate_names_a_folder_or_a_missing_competition(tmp_path, comps):
+    r = kit("validate", str(tmp_path), f"--comp={comps['label'].root}", check=False)
+    assert r.returncode == 1 and "is a folder, not a CSV file" in r.stderr and "Traceback" not in r.stderr
+    r = kit("validate", str(tmp_path / "x.csv"), f"--comp={tmp_path / 'nowhere'}", check=False)
+    assert r.returncode == 1 and "nowhere/competition.yaml: not found" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,136 @@
+"""Test-only prediction: a run's fold models on the test images, and nothing else.
+
+No train table, no pre-flight of the train images, no folds file, no write into the data folder and no
+call to the model hub: the run's own experiment class (its experiment.py snapshot) is opened in
+inference mode, its config tells it how to feed the model, and each fold's best.safetensors gives the
+weights. `kit predict`, `kit predict-seg`, `kit export`'s timing and the exported notebook all use it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import load_config
+from .models import load_state_dict
+from .trainer import Trainer
+
+
+def experiment_class(source: Path | None, class_name: str = "", config_path: Path | None = None) -> type:
+    """The Trainer subclass defined in `source` (the named one first); the base trainer of the config's kind else."""
+    if source is not None and Path(source).is_file() and Path(source).suffix == ".py":
+        spec = importlib.util.spec_from_file_location(f"kit_run_{Path(source).stem}_{abs(hash(str(source)))}", source)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # inspect.getfile(cls) finds the file through sys.modules
+        spec.loader.exec_module(module)
+        found = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                 if issubclass(c, Trainer) and c.__module__ == module.__name__]
+        named = [c for c in found if c.__name__ == class_name]
+        if named or found:
+            return (named or found)[0]
+    if config_path is not None and "encoder" in (yaml.safe_load(Path(config_path).read_text()) or {}):
+        from .segmentation import SegTrainer
+        return SegTrainer
+    return Trainer
+
+
+def open_member(config_path: Path, cls: type, comp: str | Path | None = None, name: str = "", device: str = "",
+                **overrides) -> Trainer:
+    """A trainer of `cls` in inference mode with the run's saved config; the hub is never asked for weights."""
+    if device == "cpu":  # read by Accelerate when its state is first made in this process
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    cfg = load_config(config_path, type(cls.config))
+    changes = {"pretrained": False, "weights": "", "log_with": "none", "name": name or cfg.name or "run", **overrides}
+    if hasattr(cfg, "encoder_weights"):  # every weight is overwritten by best.safetensors
+        changes["encoder_weights"] = ""
+    if comp:
+        changes["comp"] = str(comp)
+    return cls(cfg.override(**changes), inference=True)
+
+
+def run_weights(run_dir: Path) -> dict[int, Path]:
+    """Each fold's best weights of a run folder, by fold number."""
+    found = {int(p.parent.name[4:]): p for p in Path(run_dir).glob("fold*/best.safetensors")
+             if p.parent.name[4:].isdigit()}
+    if not found:
+        raise FileNotFoundError(f"{run_dir}: no fold*/best.safetensors to predict with: train the experiment first")
+    return dict(sorted(found.items()))
+
+
+def load_fold_model(trainer: Trainer, path: Path):
+    """The experiment's own build_model() with a fold's best weights, in eval mode on the trainer's device."""
+    model = trainer.build_model()
+    model.load_state_dict(load_state_dict(path))
+    return model.to(trainer.accelerator.device).eval()
+
+
+def is_segmentation(trainer: Trainer) -> bool:
+    """Whether the trainer predicts probability masks (SegTrainer) rather than class probabilities."""
+    return getattr(trainer.comp, "task", "") == "segmentation"
+
+
+def predict_member(trainer: Trainer, weights: dict[int, Path], views: list[str], method: str = "mean",
+                   batch_size: int = 0, num_workers: int = -1, max_batch: int = -1) -> tuple[list, np.ndarray]:
+    """(test ids, probabilities averaged over the fold models) with the given TTA views."""
+    from .predict import predict_dataset
+    cfg = trainer.config
+    models = [load_fold_model(trainer, p) for p in weights.values()]
+    ds = trainer.build_test_dataset()
+    bs, nw = batch_size or cfg.batch_size, cfg.num_workers if num_workers < 0 else num_workers
+    if is_segmentation(trainer):  # SegTrainer.eval_step applies its own views and undoes them on the masks
+        trainer.views = list(views)
+        per_fold = predict_dataset(trainer, models, ds, ["none"], "mean", bs, nw, "test", max_batch)
+        total = None
+        for p in per_fold:  # as training stores them (float16 per fold) and collect_seg_run averages them
+            p = p.astype(np.float16).astype(np.float32)
+            total = p if total is None else total + p
+        return list(ds.ids), total / len(per_fold)
+    per_fold = predict_dataset(trainer, models, ds, views, method, bs, nw, "test", max_batch)
+    return list(ds.ids), np.mean(per_fold, 0)
+
+
+def run_views(run_dir: Path, cfg, tta: str = "", method: str = "") -> tuple[list[str], str]:
+    """TTA views and their combination: given, else what `kit predict` last used, else the config's (or none)."""
+    from .tables import current_predict
+    from .tta import parse_views
+    info = current_predict(run_dir) or {}
+    if not info and (Path(run_dir) / "predict.json").exists() and (Path(run_dir) / "test_masks.npz").exists():
+        info = json.loads((Path(run_dir) / "predict.json").read_text())  # masks carry no table hash
+    views = tta or info.get("views") or info.get("tta") or getattr(cfg, "tta", "") or "none"
+    return parse_views(views), method or info.get("method", "mean")
+
+
+def predict_run_test(run_dir: Path, tta: str = "", method: str = "", batch_size: int = 0, num_workers: int = -1,
+                     max_batch: int = -1, device: str = "", out_dir: Path | None = None) -> dict:
+    """A run folder's test predictions through the test-only path: test.parquet or test_masks.npz in out_dir."""
+    from .predict import load_experiment_class
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}/config.yaml not found: train the experiment first")
+    cls = load_experiment_class(run_dir)
+    trainer = open_member(run_dir / "config.yaml", cls, name=run_dir.name, device=device, out_dir=str(run_dir.parent))
+    views, method = run_views(run_dir, trainer.config, tta, method)
+    weights = run_weights(run_dir)
+    ids, probs = predict_member(trainer, weights, views, method, batch_size, num_workers, max_batch)
+    out = Path(out_dir or run_dir)
+    path = write_test(trainer, out, ids, probs)
+    trainer.accelerator.free_memory()
+    return {"views": views, "method": method, "folds": list(weights), "path": str(path), "trainer": trainer}
+
+
+def write_test(trainer: Trainer, out: Path, ids: list, probs: np.ndarray) -> Path:
+    """test.parquet (class probabilities) or test_masks.npz (probability masks) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    if is_segmentation(trainer):
+        from .segmentation import write_masks
+        write_masks(out / "test_masks.npz", ids, probs)
+        return out / "test_masks.npz"
+    from .tables import write_probs
+    write_probs(out / "test.parquet", ids, probs, trainer.comp)
+    return out / "test.parquet"
