@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -31,3 +33,20 @@ def data_hash(csv: Path, image_paths: list[Path]) -> str:
         except OSError:
             h.update(f"{Path(p).name}|missing\n".encode())
     return h.hexdigest()
+
+
+def write_lineage(trainer) -> None:
+    """lineage.json beside the run: the experiment, its code, data and folds hashes, how it was launched."""
+    from .folds import file_hash, folds_path  # lazy: folds reads competitions, lineage is read by everyone
+    comp = trainer.comp
+    folds_file, train_csv = folds_path(comp), comp.path(comp.train_csv)
+    images = [comp.image_path(i, "train") for i in trainer.train_df[comp.id_column]]
+    lineage = {
+        "experiment": trainer.name, "experiment_file": str(Path(inspect.getfile(type(trainer))).resolve()),
+        "trainer_class": type(trainer).__name__, "competition": str(comp.root),
+        "folds_hash": file_hash(folds_file) if folds_file.exists() else None,
+        "data_hash": data_hash(train_csv, images) if train_csv.exists() else None, **git_state(),
+        "num_processes": trainer.accelerator.num_processes,
+        "mixed_precision": trainer.accelerator.mixed_precision,
+    }
+    (trainer.run_dir / "lineage.json").write_text(json.dumps(lineage, indent=1))

@@ -27,7 +27,7 @@ from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
 from .heads import encode_targets, head_metrics, output_probs
-from .lineage import data_hash, git_state
+from .lineage import write_lineage
 from .losses import loss_from_config
 from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, get_metric, is_better
@@ -328,23 +328,9 @@ class Trainer:
             src = Path(inspect.getfile(type(self)))
             if src.exists():
                 shutil.copy(src, self.run_dir / "experiment.py")
-            self._write_lineage()
+            write_lineage(self)
         self.tracking.start()
         acc.wait_for_everyone()
-
-    def _write_lineage(self) -> None:
-        comp = self.comp
-        folds_file, train_csv = folds_mod.folds_path(comp), comp.path(comp.train_csv)
-        images = [comp.image_path(i, "train") for i in self.train_df[comp.id_column]]
-        lineage = {
-            "experiment": self.name, "experiment_file": str(Path(inspect.getfile(type(self))).resolve()),
-            "trainer_class": type(self).__name__, "competition": str(comp.root),
-            "folds_hash": folds_mod.file_hash(folds_file) if folds_file.exists() else None,
-            "data_hash": data_hash(train_csv, images) if train_csv.exists() else None, **git_state(),
-            "num_processes": self.accelerator.num_processes,
-            "mixed_precision": self.accelerator.mixed_precision,
-        }
-        (self.run_dir / "lineage.json").write_text(json.dumps(lineage, indent=1))
 
     def _save_best(self, probs: np.ndarray) -> None:
         acc = self.accelerator
