@@ -180,7 +180,7 @@ def kaggle_input(comp, dst):
 def test_notebook_runs_offline_in_a_fresh_environment_and_matches_kit_submit(trained):
     tmp, runs = trained["tmp"], trained["runs"]
     python, site = fresh_venv(tmp / "venv")
-    for name, comp in (("ens", trained["comp"]), ("seg", trained["seg"])):
+    for name, comp in (("exp_a", trained["comp"]), ("ens", trained["comp"]), ("seg", trained["seg"])):
         out = tmp / "export" / name
         export_runs([name], out, runs, measure=False)
         data = kaggle_input(comp, tmp / f"input_{name}")
@@ -197,10 +197,11 @@ def test_notebook_runs_offline_in_a_fresh_environment_and_matches_kit_submit(tra
         assert f"KIT_FROM {site}" in printed  # the wheel's kit, not this checkout's
         assert snapshot(data) == before  # nothing written into the competition folder
         same_csv(work / "submission.csv", trained["csv"][name], name)
-        if name == "ens":  # the exported probability table: the ensemble's own, within float32 rounding
+        if name != "seg":  # the exported probability table: the run's or ensemble's own, within float32 rounding
             a = pd.read_parquet(work / "kit_work" / "test.parquet").set_index("id")
-            b = pd.read_parquet(runs / "ens" / "test.parquet").set_index("id").loc[a.index, a.columns]
+            b = pd.read_parquet(runs / name / "test.parquet").set_index("id").loc[a.index, a.columns]
             np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-5)
+        if name == "ens":
             assert json.loads((out / "dataset" / "package.json").read_text())["method"] == "weighted"
 
 
