@@ -221,7 +221,7 @@ def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs
 
 def predict_seg(exp: str, runs: str = "runs", tta: str = "", batch_size: int = 0, device: str = "") -> None:
     """Segmentation: re-predict runs/<exp>'s test masks from every fold's best weights with --tta views, fold mean."""
-    from .segmentation import predict_masks
+    from .infer import predict_masks
     print(f"wrote {predict_masks(exp, runs, tta, batch_size, device)}")
 
 

@@ -11,6 +11,7 @@ import yaml
 TASKS = ("multiclass", "multilabel", "multihead", "segmentation")
 SUBMISSION_KINDS = ("label", "probs", "rle")
 CLASS_METRICS = ("macro_f1", "accuracy", "log_loss", "roc_auc")  # kit/metrics.py METRICS
+MULTILABEL_METRICS = ("f1_micro", "f1_macro", "map")  # kit/metrics.py METRICS, on 0/1 label matrices
 SEG_METRICS = ("dice", "iou")  # kit/seg_metrics.py
 PATH_KEYS = ("train_csv", "test_csv", "train_images", "test_images", "sample_submission", "leaderboard")
 TEXT_KEYS = ("name", "id_column", "image_pattern", "kaggle", "task", "metric", "target_column", *PATH_KEYS)
@@ -107,7 +108,7 @@ def _check_choices(raw: dict, bad) -> None:
     if isinstance(task, str) and task not in TASKS:
         bad("task", f"{task!r} is not one of {TASKS}{closest(task, TASKS)}")
     metric = raw.get("metric")
-    allowed = SEG_METRICS if task == "segmentation" else CLASS_METRICS
+    allowed = {"segmentation": SEG_METRICS, "multilabel": MULTILABEL_METRICS}.get(task, CLASS_METRICS)
     if isinstance(metric, str) and metric not in allowed:
         bad("metric", f"{metric!r} is not known for task {task}; choose one of {allowed}{closest(metric, allowed)}")
     pattern = raw.get("image_pattern")

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import load_config
-from .infer import run_views, run_weights
+from .infer import load_experiment_class, run_views, run_weights
+from .rundir import RunDir
 from .package import PACKAGE_FILE, predict_package
 from .submissions import run_competition
 
@@ -44,29 +44,29 @@ def slugify(text: str, lo: int = 6, hi: int = 50) -> str:
 def collect_members(names: list[str], runs: Path) -> tuple[list[dict], str]:
     """(members with their weight, blend method): an ensemble's members, or the runs given (equal weights)."""
     method, weights = "soft", {n: 1 / len(names) for n in names}
-    if len(names) == 1 and (runs / names[0] / "ensemble.json").exists() and not (runs / names[0] / "config.yaml").exists():
-        ens = json.loads((runs / names[0] / "ensemble.json").read_text())
+    only = RunDir(runs / names[0])
+    ens = only.read_json("ensemble") if len(names) == 1 and not only.has_config() else None
+    if ens:
         method, weights = ens.get("method", "soft"), {str(k): float(v) for k, v in ens["members"].items()}
     members = []
     for name, weight in weights.items():
-        run_dir = runs / name
-        if not (run_dir / "config.yaml").exists():
-            what = "an ensemble (export it alone, or its members)" if (run_dir / "ensemble.json").exists() else \
+        run_dir, run = runs / name, RunDir(runs / name)
+        if not run.has_config():
+            what = "an ensemble (export it alone, or its members)" if run.read_json("ensemble") else \
                 "not a trained run"
-            raise ExportError(f"{run_dir}: {what}: no config.yaml")
+            raise ExportError(f"{run_dir}: {what}: no {run.config_path.name}")
         members.append({"name": name, "weight": weight, "run_dir": run_dir})
     return members, method
 
 
 def member_record(m: dict, dataset: Path) -> dict:
     """Copy one run's config, experiment file and fold weights into the flat dataset folder; its package entry."""
-    from .predict import load_experiment_class
     run_dir, name = m["run_dir"], m["name"]
     cls = load_experiment_class(run_dir)
-    cfg = load_config(run_dir / "config.yaml", type(cls.config))
+    cfg = RunDir(run_dir).config(type(cls.config))
     comp = run_competition(run_dir)
     views, method = run_views(run_dir, cfg)
-    shutil.copy(run_dir / "config.yaml", dataset / f"{name}.config.yaml")
+    shutil.copy(RunDir(run_dir).config_path, dataset / f"{name}.config.yaml")
     experiment = None
     if (run_dir / "experiment.py").exists():
         experiment = f"{name}.experiment.py"

@@ -160,3 +160,24 @@ def adversarial_folds(comp: Competition, train: pd.DataFrame, n: int, seed: int)
         order = rows.sort_values("p_test", ascending=False, kind="stable").index.to_numpy()
         fold[order] = np.arange(len(order)) * n // len(order)  # contiguous, sizes within 1 of ideal
     return pd.DataFrame({comp.id_column: df[comp.id_column].values, "fold": fold}), meta
+
+
+def select_folds(folds: pd.DataFrame, fold) -> list[int]:
+    """The folds a `--fold` setting asks for: one integer, or every fold in folds.csv for 'all'."""
+    from .config import ConfigError
+    known = sorted(folds.fold.unique().tolist())
+    if fold == "all":
+        return known
+    try:
+        k = int(fold)
+    except ValueError:
+        raise ConfigError(f"--fold={fold!r}: expected an integer or 'all'") from None
+    if k not in known:
+        raise ConfigError(f"--fold={k}: folds.csv has folds {known}")
+    return [k]
+
+
+def limit_rows(df: pd.DataFrame, target: str, limit: int) -> pd.DataFrame:
+    """About `limit` rows, the same number from every class (quick smoke runs)."""
+    per_class = max(2, limit // df[target].nunique())
+    return df.groupby(target, group_keys=False).head(per_class).reset_index(drop=True)

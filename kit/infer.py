@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,9 +16,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+import torch
+
 from .config import load_config
+from .data import build_loader
 from .models import load_state_dict
+from .progress import progress
+from .rundir import RunDir
 from .trainer import Trainer
+from .transforms import normalize_images
+from .tta import auto_max_batch, predict_views
 
 
 def experiment_class(source: Path | None, class_name: str = "", config_path: Path | None = None) -> type:
@@ -38,6 +44,15 @@ def experiment_class(source: Path | None, class_name: str = "", config_path: Pat
         from .segmentation import SegTrainer
         return SegTrainer
     return Trainer
+
+
+def load_experiment_class(run_dir: Path) -> type:
+    """The Trainer subclass that trained a run: its experiment.py snapshot, else the file lineage names."""
+    lineage = RunDir(run_dir).read_json("lineage") or {}
+    for src in (run_dir / "experiment.py", Path(lineage.get("experiment_file") or "")):
+        if src.is_file() and src.suffix == ".py":
+            return experiment_class(src, lineage.get("trainer_class", ""), RunDir(run_dir).config_path)
+    return experiment_class(None, "", RunDir(run_dir).config_path)
 
 
 def open_member(config_path: Path, cls: type, comp: str | Path | None = None, name: str = "", device: str = "",
@@ -78,7 +93,6 @@ def is_segmentation(trainer: Trainer) -> bool:
 def predict_member(trainer: Trainer, weights: dict[int, Path], views: list[str], method: str = "mean",
                    batch_size: int = 0, num_workers: int = -1, max_batch: int = -1) -> tuple[list, np.ndarray]:
     """(test ids, probabilities averaged over the fold models) with the given TTA views."""
-    from .predict import predict_dataset
     cfg = trainer.config
     models = [load_fold_model(trainer, p) for p in weights.values()]
     ds = trainer.build_test_dataset()
@@ -100,8 +114,8 @@ def run_views(run_dir: Path, cfg, tta: str = "", method: str = "") -> tuple[list
     from .tables import current_predict
     from .tta import parse_views
     info = current_predict(run_dir) or {}
-    if not info and (Path(run_dir) / "predict.json").exists() and (Path(run_dir) / "test_masks.npz").exists():
-        info = json.loads((Path(run_dir) / "predict.json").read_text())  # masks carry no table hash
+    if not info and (Path(run_dir) / "test_masks.npz").exists():
+        info = RunDir(run_dir).read_json("predict") or {}  # masks carry no table hash
     views = tta or info.get("views") or info.get("tta") or getattr(cfg, "tta", "") or "none"
     return parse_views(views), method or info.get("method", "mean")
 
@@ -109,12 +123,11 @@ def run_views(run_dir: Path, cfg, tta: str = "", method: str = "") -> tuple[list
 def predict_run_test(run_dir: Path, tta: str = "", method: str = "", batch_size: int = 0, num_workers: int = -1,
                      max_batch: int = -1, device: str = "", out_dir: Path | None = None) -> dict:
     """A run folder's test predictions through the test-only path: test.parquet or test_masks.npz in out_dir."""
-    from .predict import load_experiment_class
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir}/config.yaml not found: train the experiment first")
+    run_dir, run = Path(run_dir), RunDir(run_dir)
+    if not run.has_config():
+        raise FileNotFoundError(f"{run.config_path} not found: train the experiment first")
     cls = load_experiment_class(run_dir)
-    trainer = open_member(run_dir / "config.yaml", cls, name=run_dir.name, device=device, out_dir=str(run_dir.parent))
+    trainer = open_member(run.config_path, cls, name=run_dir.name, device=device, out_dir=str(run_dir.parent))
     views, method = run_views(run_dir, trainer.config, tta, method)
     weights = run_weights(run_dir)
     ids, probs = predict_member(trainer, weights, views, method, batch_size, num_workers, max_batch)
@@ -128,9 +141,52 @@ def write_test(trainer: Trainer, out: Path, ids: list, probs: np.ndarray) -> Pat
     """test.parquet (class probabilities) or test_masks.npz (probability masks) in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     if is_segmentation(trainer):
-        from .segmentation import write_masks
+        from .seg_data import write_masks
         write_masks(out / "test_masks.npz", ids, probs)
         return out / "test_masks.npz"
     from .tables import write_probs
     write_probs(out / "test.parquet", ids, probs, trainer.comp)
     return out / "test.parquet"
+
+
+def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
+    """Renormalise a geometric mean within each head (multi-head) or over all classes."""
+    sizes = trainer.task.groups(probs.shape[1])
+    return torch.cat([p / p.sum(1, keepdim=True) if p.shape[1] > 1 else p for p in probs.split(sizes, 1)], 1)
+
+
+@torch.no_grad()
+def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], method: str, batch_size: int,
+                    num_workers: int, desc: str = "predict", max_batch: int = -1) -> list[np.ndarray]:
+    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views.
+
+    max_batch caps the rows of one forward pass (-1: kit.tta.auto_max_batch for the device; 0: no cap).
+    """
+    acc = trainer.accelerator
+    loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
+    outs = [[] for _ in models]
+    for batch in progress(loader, f"{desc}: {len(models)} model(s) x {len(views)} view(s)"):
+        x = normalize_images(batch["image"].to(acc.device), trainer.norm, trainer.config.channels_last)  # uint8 in
+        cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
+        for j, model in enumerate(models):
+            trainer.model = model
+            fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731
+            with acc.autocast():
+                p = predict_views(fn, x, views, method, class_dim=None, max_batch=cap)  # the experiment's own eval_step
+            outs[j].append((_renorm_heads(trainer, p) if method == "gmean" else p).cpu())
+    trainer.model = None
+    return [torch.cat(o).numpy() for o in outs]
+
+
+def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size: int = 0,
+                  device: str = "") -> Path:
+    """Predict the test set again from every fold's best weights (TTA, fold mean): runs/<exp>/test_masks.npz.
+
+    Through the test-only path (kit.infer): the run's own experiment class builds the model, and no
+    train data is read.
+    """
+    from .segmentation import SegConfig
+    run_dir = Path(runs) / exp
+    done = predict_run_test(run_dir, tta or RunDir(run_dir).config(SegConfig).tta, "mean", batch_size, device=device)
+    RunDir(run_dir).write_json("predict", {"tta": done["views"], "folds": done["folds"]})
+    return run_dir / "test_masks.npz"

@@ -15,6 +15,7 @@ import yaml
 
 from .competition import load_competition
 from .infer import experiment_class, open_member, predict_member
+from .rundir import RunDir
 
 PACKAGE_FILE = "package.json"
 PATH_KEYS = ("train_csv", "test_csv", "train_images", "test_images", "sample_submission")
@@ -80,7 +81,7 @@ def predict_package(package: str | Path, data: str | Path, out: str | Path = "su
         from .segmentation import write_masks
         m = meta["members"][0]
         write_masks(work / "test_masks.npz", ids, outs[0])
-        (work / "cv.json").write_text(json.dumps({"threshold": m["threshold"], "min_area": m["min_area"]}))
+        RunDir(work).write_json("cv", {"threshold": m["threshold"], "min_area": m["min_area"]})
         sub = build_rle_submission(comp, work)
         table = work / "test_masks.npz"
     else:

@@ -8,24 +8,12 @@ import pandas as pd
 import torch
 
 from . import folds as folds_mod
-from .data import build_loader
-from .infer import experiment_class, predict_run_test
+from .infer import load_experiment_class, predict_dataset, predict_run_test
 from .models import load_state_dict
-from .progress import progress
 from .rundir import RunDir
 from .tables import output_columns, score_oof, write_confusion
 from .trainer import Trainer
-from .transforms import normalize_images
-from .tta import COMBINE, auto_max_batch, parse_views, predict_views
-
-
-def load_experiment_class(run_dir: Path) -> type:
-    """The Trainer subclass that trained a run: its experiment.py snapshot, else the file lineage names."""
-    lineage = RunDir(run_dir).read_json("lineage") or {}
-    for src in (run_dir / "experiment.py", Path(lineage.get("experiment_file") or "")):
-        if src.is_file() and src.suffix == ".py":
-            return experiment_class(src, lineage.get("trainer_class", ""), run_dir / "config.yaml")
-    return experiment_class(None, "", run_dir / "config.yaml")
+from .tta import COMBINE, parse_views
 
 
 def open_run(exp: str, runs: str | Path = "runs", **overrides) -> Trainer:
@@ -52,35 +40,6 @@ def fold_models(trainer: Trainer) -> dict[int, torch.nn.Module]:
     if not found:
         raise FileNotFoundError(f"{trainer.run_dir}: no fold*/best.safetensors to predict with")
     return found
-
-
-def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
-    """Renormalise a geometric mean within each head (multi-head) or over all classes."""
-    sizes = trainer.task.groups(probs.shape[1])
-    return torch.cat([p / p.sum(1, keepdim=True) if p.shape[1] > 1 else p for p in probs.split(sizes, 1)], 1)
-
-
-@torch.no_grad()
-def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], method: str, batch_size: int,
-                    num_workers: int, desc: str = "predict", max_batch: int = -1) -> list[np.ndarray]:
-    """Per model, (rows, classes) probabilities over the views; the data is read once for all models and views.
-
-    max_batch caps the rows of one forward pass (-1: kit.tta.auto_max_batch for the device; 0: no cap).
-    """
-    acc = trainer.accelerator
-    loader = build_loader(dataset, batch_size, num_workers, shuffle=False)
-    outs = [[] for _ in models]
-    for batch in progress(loader, f"{desc}: {len(models)} model(s) x {len(views)} view(s)"):
-        x = normalize_images(batch["image"].to(acc.device), trainer.norm, trainer.config.channels_last)  # uint8 in
-        cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
-        for j, model in enumerate(models):
-            trainer.model = model
-            fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731
-            with acc.autocast():
-                p = predict_views(fn, x, views, method, class_dim=None, max_batch=cap)  # the experiment's own eval_step
-            outs[j].append((_renorm_heads(trainer, p) if method == "gmean" else p).cpu())
-    trainer.model = None
-    return [torch.cat(o).numpy() for o in outs]
 
 
 def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | Path = "runs", batch_size: int = 0,

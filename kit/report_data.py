@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from .rundir import RunDir
+
 REPORT_VERSION = "1"  # part of every page's fingerprint: a new report layout rebuilds all pages
 _PARENT = re.compile(r"^Parent:\s*([A-Za-z0-9_.\-]+?)\.?\s*$", re.M)
 
@@ -38,7 +40,7 @@ def read_metrics(run_dir: Path) -> dict[int, list[dict]]:
 
 def parent_of(run_dir: Path) -> str | None:
     """The run this one was derived from: a pseudo round's parent, else 'Parent:' in the experiment docstring."""
-    pseudo = read_json(Path(run_dir) / "pseudo.json") or {}
+    pseudo = RunDir(run_dir).read_json("pseudo") or {}
     if pseudo.get("parent"):
         return pseudo["parent"]
     src = Path(run_dir) / "experiment.py"
@@ -51,7 +53,7 @@ def parent_of(run_dir: Path) -> str | None:
 
 def read_config(run_dir: Path) -> dict | None:
     """runs/<exp>/config.yaml as a plain dict."""
-    path = Path(run_dir) / "config.yaml"
+    path = RunDir(run_dir).config_path
     return yaml.safe_load(path.read_text()) if path.exists() else None
 
 
@@ -66,9 +68,9 @@ def config_diff(parent: dict | None, child: dict | None) -> list[tuple[str, obje
 
 def pseudo_rounds(runs: Path, name: str) -> list[dict]:
     """Every pseudo-label round of the chain `name` belongs to (runs/<root>_pl<r>/pseudo.json), by round."""
-    own = read_json(Path(runs) / name / "pseudo.json") or {}
+    own = RunDir(Path(runs) / name).read_json("pseudo") or {}
     root = own.get("root") or name
-    rounds = [read_json(p) for p in Path(runs).glob(f"{glob_escape(root)}_pl*/pseudo.json")]
+    rounds = [RunDir(d).read_json("pseudo") for d in Path(runs).glob(f"{glob_escape(root)}_pl*")]
     return sorted((r for r in rounds if r and r.get("root") == root), key=lambda r: r.get("round", 0))
 
 
@@ -105,18 +107,18 @@ def gather_run(runs: Path, name: str, rows: list[dict]) -> dict:
         info["lineage"] = run_lineage(run_dir, comp)
     except (SubmissionError, OSError, ValueError) as e:
         info["error"] = f"{type(e).__name__}: {e}"
-    info["raw_lineage"] = read_json(run_dir / "lineage.json") or {}
-    info["cv"] = read_json(run_dir / "cv.json") or {}
+    info["raw_lineage"] = RunDir(run_dir).read_json("lineage") or {}
+    info["cv"] = RunDir(run_dir).read_json("cv") or {}
     info["metrics"] = read_metrics(run_dir)
     info["images"] = run_images(run_dir)
-    info["ensemble"] = read_json(run_dir / "ensemble.json")
+    info["ensemble"] = RunDir(run_dir).read_json("ensemble")
     info["pseudo"] = pseudo_rounds(runs, name)
     info["predict"] = info["lineage"].get("tta")
     parent = parent_of(run_dir)
     if parent:
         info["parent"] = parent
         info["config_diff"] = config_diff(read_config(Path(runs) / parent), read_config(run_dir))
-    if info["comp"] is not None and info["comp"].task == "segmentation" and (run_dir / "cv.json").exists():
+    if info["comp"] is not None and info["comp"].task == "segmentation" and RunDir(run_dir).read_json("cv") is not None:
         from .seg_submit import run_postprocess
         info["postprocess"] = run_postprocess(run_dir)
     return info
@@ -136,7 +138,7 @@ def fingerprint(runs: Path, name: str, rows: list[dict], extra: str = "") -> str
             if p.is_file():
                 st = p.stat()
                 h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    root = (read_json(run_dir / "pseudo.json") or {}).get("root") or name
-    for p in sorted(Path(runs).glob(f"{glob_escape(root)}_pl*/pseudo.json")):
+    root = (RunDir(run_dir).read_json("pseudo") or {}).get("root") or name
+    for p in sorted(d for d in Path(runs).glob(f"{glob_escape(root)}_pl*") if RunDir(d).read_json("pseudo")):
         h.update(f"{p}|{p.stat().st_mtime_ns}\n".encode())
     return h.hexdigest()

@@ -7,7 +7,6 @@ test_masks.npz (mean over folds) and cv.json (CV, per-fold scores, OOF-tuned thr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -237,17 +236,3 @@ def collect_seg_run(trainer: SegTrainer) -> dict:
         result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
     RunDir(run_dir).write_json("cv", result)
     return result
-
-
-def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size: int = 0,
-                  device: str = "") -> Path:
-    """Predict the test set again from every fold's best weights (TTA, fold mean): runs/<exp>/test_masks.npz.
-
-    Through the test-only path (kit.infer): the run's own experiment class builds the model, and no
-    train data is read.
-    """
-    from .infer import predict_run_test
-    run_dir = Path(runs) / exp
-    done = predict_run_test(run_dir, tta or RunDir(run_dir).config(SegConfig).tta, "mean", batch_size, device=device)
-    RunDir(run_dir).write_json("predict", {"tta": done["views"], "folds": done["folds"]})
-    return run_dir / "test_masks.npz"

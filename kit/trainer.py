@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import folds as folds_mod
 from .checkpoint import write_aside
 from .competition import load_competition
-from .config import Config, ConfigError
+from .config import Config
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
@@ -33,7 +33,7 @@ from .mixing import create_mixer, mix_batch
 from .models import create_model
 from .nodes import check_run_dir_shared, check_same_folds
 from .preflight import preflight
-from .preprocess import config_norm, resolve_norm
+from .preprocess import resolve_norm
 from .progress import progress
 from .resume import LoopState, begin_epoch, check_loss, end_epoch, end_step, find_resume, restore_run, state_alias
 from .rundir import RunDir
@@ -53,9 +53,10 @@ class Trainer:
     epoch, step, best, best_epoch = (state_alias(name) for name in ("epoch", "step", "best", "best_epoch"))
 
     def __init__(self, config: Config | None = None, inference: bool = False):
-        self.config = config if config is not None else type(self).config
-        self.config = cfg = self._fill_norm()
-        self.norm = config_norm(cfg)  # mean/std/interpolation of every pipeline, recorded in config.yaml
+        self.config = cfg = config if config is not None else type(self).config
+        # mean/std/interpolation of every pipeline: the model's unless set, recorded in config.yaml
+        self.norm = resolve_norm(self.data_config_model(), cfg.mean, cfg.std, cfg.interpolation)
+        self.config = cfg = cfg.override(**self.norm.as_fields())
         self.name = cfg.name or sweep_run_name(Path(inspect.getfile(type(self))).stem)
         self.run_dir = Path(cfg.out_dir) / self.name
         self.accelerator = Accelerator(
@@ -93,7 +94,7 @@ class Trainer:
                 folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         check_same_folds(acc, folds_mod.folds_path(self.comp))
         self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
-        self.train_df = limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
+        self.train_df = folds_mod.limit_rows(full, self.comp.target, cfg.limit) if cfg.limit else full
         self.class_index = {c: i for i, c in enumerate(self.comp.classes)}
 
     def setup_inference(self) -> None:
@@ -299,10 +300,6 @@ class Trainer:
         return probs[np.argsort(index)]
 
     # ------------------------------------------------------------------ loop internals
-    def _fill_norm(self) -> Config:
-        cfg = self.config
-        return cfg.override(**resolve_norm(self.data_config_model(), cfg.mean, cfg.std, cfg.interpolation).as_fields())
-
     def _train_epoch(self) -> float:
         acc = self.accelerator
         self.model.train()
@@ -311,7 +308,7 @@ class Trainer:
         bar = progress(loader, f"fold {self.fold} epoch {self.epoch}", acc.is_local_main_process)
         n = first - 1
         for n, batch in enumerate(bar, first):
-            batch = normalize_batch(batch, self.norm, cfg.channels_last)  # uint8 came to the device: normalised here
+            batch = normalize_batch(batch, self.norm, self.config.channels_last)  # uint8 came to the device: normalised here
             if self.mixer is not None:
                 batch = mix_batch(self.mixer, batch)
             with acc.accumulate(self.model):
@@ -385,16 +382,7 @@ class Trainer:
 
     def fold_list(self) -> list[int]:
         """The folds `config.fold` asks for: one integer, or every fold in folds.csv for 'all'."""
-        if self.config.fold == "all":
-            return sorted(self.folds.fold.unique().tolist())
-        try:
-            k = int(self.config.fold)
-        except ValueError:
-            raise ConfigError(f"--fold={self.config.fold!r}: expected an integer or 'all'") from None
-        known = sorted(self.folds.fold.unique().tolist())
-        if k not in known:
-            raise ConfigError(f"--fold={k}: folds.csv has folds {known}")
-        return [k]
+        return folds_mod.select_folds(self.folds, self.config.fold)
 
     def finish(self, summaries: list[dict]) -> dict | None:
         """After the folds: merge fold tables into run-level oof/test tables and cv.json."""
@@ -408,8 +396,3 @@ class Trainer:
         acc.wait_for_everyone()
         return result
 
-
-def limit_rows(df: pd.DataFrame, target: str, limit: int) -> pd.DataFrame:
-    """About `limit` rows, the same number from every class (quick smoke runs)."""
-    per_class = max(2, limit // df[target].nunique())
-    return df.groupby(target, group_keys=False).head(per_class).reset_index(drop=True)

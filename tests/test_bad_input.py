@@ -200,7 +200,7 @@ def test_accelerate_launch_prints_one_paragraph_and_no_traceback(tiny, tmp_path)
 
 
 def test_schema_metric_names_match_the_metric_registries():
-    from kit.comp_schema import CLASS_METRICS, SEG_METRICS
+    from kit.comp_schema import CLASS_METRICS, MULTILABEL_METRICS, SEG_METRICS
     from kit.metrics import METRICS
     from kit.seg_metrics import SEG_METRICS as SEG
-    assert set(CLASS_METRICS) == set(METRICS) and set(SEG_METRICS) == set(SEG)
+    assert set(CLASS_METRICS) | set(MULTILABEL_METRICS) == set(METRICS) and set(SEG_METRICS) == set(SEG)

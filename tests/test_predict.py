@@ -14,7 +14,7 @@ from kit.metrics import macro_f1
 from kit.models import create_model, load_state_dict
 from kit.submissions import run_cv
 from kit.tables import current_predict
-from kit.trainer import limit_rows
+from kit.folds import limit_rows
 from kit.preprocess import Norm
 from kit.transforms import build_eval_transforms
 from tests.helpers import ROOT, kit, launch
