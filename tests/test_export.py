@@ -181,7 +181,7 @@ def test_notebook_runs_offline_in_a_fresh_environment_and_matches_kit_submit(tra
     tmp, runs = trained["tmp"], trained["runs"]
     python, site = fresh_venv(tmp / "venv")
     for name, comp in (("exp_a", trained["comp"]), ("ens", trained["comp"]), ("seg", trained["seg"])):
-        out = tmp / "export" / name
+        out = tmp / "export" / f"notebook_{name}"  # the single-run test exports exp_a beside it
         export_runs([name], out, runs, measure=False)
         data = kaggle_input(comp, tmp / f"input_{name}")
         before = snapshot(data)
