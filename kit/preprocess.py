@@ -76,10 +76,3 @@ def resolve_norm(model_name: str, mean: str = "", std: str = "", interpolation: 
         raise ValueError(f"--interpolation={interpolation!r}: choose one of {sorted(CV2_INTERPOLATION)}")
     return Norm(parse_floats(mean, "mean") if mean else base.mean, parse_floats(std, "std") if std else base.std,
                 interpolation or base.interpolation)
-
-
-def config_norm(config) -> Norm:
-    """The Norm a resolved config records (fields filled by the Trainer); ImageNet for configs without them."""
-    mean, std = getattr(config, "mean", ""), getattr(config, "std", "")
-    return Norm(parse_floats(mean, "mean") if mean else IMAGENET_MEAN, parse_floats(std, "std") if std else IMAGENET_STD,
-                getattr(config, "interpolation", "") or "bilinear")
