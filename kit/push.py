@@ -14,7 +14,7 @@ from pathlib import Path
 from .kaggle_client import make_api, redact
 from .ledger import Ledger
 from .package import read_package
-from .submissions import file_sha256
+from .folds import file_hash
 
 PLACEHOLDER_USER = "your-kaggle-username"
 
@@ -107,7 +107,7 @@ def push_export(folder: str | Path, kernel: bool = False, submit: bool = False, 
             raise PushError(redact(str(e))) from None
     message = message or f"kit export {package['name']}"
     row = {"competition": package["competition"], "kaggle_slug": package.get("kaggle") or None,
-           "file": str(dataset / "package.json"), "sha256": file_sha256(dataset / "package.json"),
+           "file": str(dataset / "package.json"), "sha256": file_hash(dataset / "package.json"),
            "experiments": [m["name"] for m in package["members"]], "message": message, "target": "kaggle-code",
            "members": {m["name"]: m["weight"] for m in package["members"]} if len(package["members"]) > 1 else None,
            "kaggle_dataset": push_dataset(api, dataset, message), "status": "pushed"}

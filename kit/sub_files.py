@@ -7,10 +7,11 @@ only then is it renamed to `<name>.csv`. A kill before the commit leaves a parti
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
+
+from .folds import file_hash
 
 PARTIAL = ".partial"
 STALE_S = 24 * 3600  # a partial file of a process on another machine is removed after a day
@@ -31,11 +32,6 @@ def publish(partial: Path, final: Path) -> None:
         os.close(fd)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def finish_interrupted(ledger, out_dir: Path) -> list[str]:
     """Finish or remove what a killed `kit submit` left in `out_dir`; returns what was done, one line each."""
     out_dir, done = Path(out_dir), []
@@ -47,7 +43,7 @@ def finish_interrupted(ledger, out_dir: Path) -> list[str]:
         final_name, _, pid = p.name[: -len(PARTIAL)].rpartition(".")
         final = p.with_name(final_name)
         row = rows.get(final_name)
-        if row is not None and not final.exists() and row["sha256"] == file_sha256(p):
+        if row is not None and not final.exists() and row["sha256"] == file_hash(p):
             publish(p, final)  # the row was committed: the CSV it describes becomes final
             done.append(f"{final}: finished (ledger #{row['id']}; its submit was interrupted)")
         elif row is None and not _alive(pid, p):

@@ -12,7 +12,8 @@ from .faults import fault_point
 from .kaggle_sync import sync_kaggle
 from .ledger import Ledger, utc_now
 from .rundir import RunDir, RunDirError, member_names
-from .sub_files import file_sha256, finish_interrupted, partial_path, publish
+from .folds import file_hash
+from .sub_files import finish_interrupted, partial_path, publish
 from .tables import current_predict, output_columns, read_probs
 from .tasks import task_of
 from .validate import validate_submission
@@ -184,7 +185,7 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
         _check_daily_limit(ledger, comp, force)
     staged, path = stage_submission(comp, run_dir, Path(out))
     row = {"competition": comp.name, "comp_dir": str(comp.root), "kaggle_slug": comp.kaggle or None,
-           "file": str(path), "sha256": file_sha256(staged), "message": message,
+           "file": str(path), "sha256": file_hash(staged), "message": message,
            "target": where, "status": "pending", **run_lineage(run_dir, comp)}
     try:  # the CSV becomes final only once its row is committed; a failed commit leaves neither
         fault_point("submit_row")
@@ -255,7 +256,7 @@ def rescore_local(ledger: Ledger, ref: str | int) -> dict:
     path = Path(row["file"])
     if not path.exists():
         raise SubmissionError(f"#{row['id']}: {path} not found")
-    if file_sha256(path) != row["sha256"]:
+    if file_hash(path) != row["sha256"]:
         raise SubmissionError(f"#{row['id']}: {path} changed since it was recorded (sha256 differs); not scored")
     score_local(ledger, row["id"], load_competition(row["comp_dir"]), path)
     return ledger.get(row["id"])
@@ -272,7 +273,7 @@ def record_score(ledger: Ledger, ref: str | int, public: float | None = None, pr
         if not (Path(str(ref)).suffix == ".csv" and Path(str(ref)).is_file()):
             raise
         spec = load_competition(comp) if comp else None  # a CSV made elsewhere: give it a row first
-        new = {"file": str(ref), "sha256": file_sha256(Path(str(ref))), "target": "manual", "status": "pending"}
+        new = {"file": str(ref), "sha256": file_hash(Path(str(ref))), "target": "manual", "status": "pending"}
         if spec:
             new.update(competition=spec.name, metric=spec.metric, comp_dir=str(spec.root))
         row = ledger.get(ledger.add(new))
