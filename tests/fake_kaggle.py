@@ -34,6 +34,8 @@ class FakeKaggle:
         self.datasets: dict[str, list[dict]] = {}  # owner/slug -> versions, each {file name: bytes}
         self.kernels: dict[str, list[dict]] = {}  # owner/slug -> versions, each the SaveKernel request
         self.kernel_error = ""  # what SaveKernel answers in its error field (a refused push)
+        self.daily_cap = 5  # Kaggle's own daily submission limit for this team
+        self.limits_error: tuple[int, str] | None = None  # (HTTP code, message) for GetSubmissionLimits
 
     def install(self, monkeypatch) -> "FakeKaggle":
         fake = self
@@ -99,7 +101,18 @@ class FakeKaggle:
             if self.list_error:
                 code, message = self.list_error
                 return _response(code, {"code": code, "message": message})
-            return _response(200, {"submissions": [_listed(s) for s in reversed(self.submissions)]})
+            listed = [_listed(s) for s in reversed(self.submissions)]
+            size = req.get("pageSize") or 20
+            start = (int(req.get("page") or 1) - 1) * size
+            return _response(200, {"submissions": listed[start:start + size]})
+        if name == "GetSubmissionLimits":
+            if self.limits_error:
+                code, message = self.limits_error
+                return _response(code, {"code": code, "message": message})
+            today = datetime.now(timezone.utc).date()
+            used = sum(1 for s in self.submissions if s["date"].date() == today)
+            return _response(200, {"numToday": used, "numTotal": len(self.submissions),
+                                   "numAllowedNow": max(0, self.daily_cap - used), "limitedByTotal": False})
         return _response(404, {"code": 404, "message": f"unknown method {name}"})
 
     def _other(self, name: str, req: dict) -> urllib3.HTTPResponse:
@@ -134,6 +147,13 @@ class FakeKaggle:
             return _response(200, {"ref": f"/code/{req['slug']}", "url": f"https://www.kaggle.com/code/{req['slug']}",
                                    "versionNumber": n})
         return _response(404, {"code": 404, "message": f"unknown method {name}"})
+
+    def upload_elsewhere(self, description: str = "from the website", when: datetime | None = None) -> int:
+        """A submission this ledger never saw: made on kaggle.com or by a teammate."""
+        ref, self.next_ref = self.next_ref, self.next_ref + 1
+        self.submissions.append({"ref": ref, "data": b"", "file_name": "submission.csv", "description": description,
+                                 "status": "COMPLETE", "date": when or datetime.now(timezone.utc)})
+        return ref
 
     def finish(self, ref: int, public: float | None = None, private: float | None = None, error: str = "") -> None:
         """Kaggle finished scoring submission `ref` (or failed to, with `error`)."""

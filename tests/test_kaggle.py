@@ -2,8 +2,10 @@
 import base64
 import hashlib
 import io
+import json
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,7 +136,8 @@ def test_daily_limit_guard_counts_utc_today_and_yields_to_force(setup):
     n_requests, n_files = len(fake.requests), len(list(out.glob("*.csv")))
     with pytest.raises(SubmissionError, match="daily limit reached: 3 Kaggle submission"):
         submit_run("exp3", "", runs, out)
-    assert len(fake.requests) == n_requests and len(list(out.glob("*.csv"))) == n_files  # refused before any work
+    sent = [r["url"].rsplit("/", 1)[-1] for r in fake.requests[n_requests:]]
+    assert sent == ["GetSubmissionLimits"] and len(list(out.glob("*.csv"))) == n_files  # only counted, no work
     row = submit_run("exp3", "forced", runs, out, force=True)
     assert row["status"] == "pending" and len(fake.submissions) == 4
 
@@ -191,3 +194,51 @@ def test_upload_killed_before_kaggle_answered_is_reconciled_by_sync(setup):
     assert changed[lost]["status"] == "failed" and "interrupted before Kaggle answered" in changed[lost]["error"]
     assert fresh not in changed  # a young upload may still be on its way: left alone
     assert ledger.count_today("kit-demo") == 2  # the one that never reached Kaggle no longer counts
+
+
+def test_daily_limit_counts_what_kaggle_counts_website_and_teammates_included(setup, capsys):
+    fake, runs, out = setup["fake"], setup["runs"], setup["out"]
+    fake.upload_elsewhere("teammate")
+    fake.upload_elsewhere("website", when=datetime.now(timezone.utc) - timedelta(days=1))  # yesterday: not today
+    fake.upload_elsewhere("website")
+    assert submit_run("exp0", "", runs, out)["status"] == "pending"  # 2 elsewhere + 1 here = competition.yaml's 3
+    n_requests = len(fake.requests)
+    with pytest.raises(SubmissionError, match=r"daily limit reached: 3 .*Kaggle \(competition_get_submission_limits: 3"):
+        submit_run("exp1", "", runs, out)
+    assert not [r for r in fake.requests[n_requests:] if "CreateSubmission" in r["url"]]  # refused before upload
+    fake.daily_cap = 1  # Kaggle's own cap below competition.yaml's: Kaggle's wins
+    fake.submissions.clear()
+    fake.upload_elsewhere("website")
+    Ledger(out / "ledger.db").update(1, created_utc="2020-01-01T00:00:00+00:00")
+    with pytest.raises(SubmissionError, match="daily limit reached: 1 "):
+        submit_run("exp1", "", runs, out)
+
+
+def test_daily_limit_falls_back_to_kaggles_list_then_to_the_ledger(setup, capsys, monkeypatch):
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    fake, runs, out = setup["fake"], setup["runs"], setup["out"]
+    if hasattr(KaggleApi, "competition_get_submission_limits"):  # a kaggle release without the limits call
+        monkeypatch.delattr(KaggleApi, "competition_get_submission_limits")
+    for _ in range(3):
+        fake.upload_elsewhere("teammate")
+    with pytest.raises(SubmissionError, match=r"Kaggle \(competition_submissions: 3 today\)"):
+        submit_run("exp0", "", runs, out)
+    fake.submissions.clear()
+    fake.list_error = (503, "Service Unavailable")  # Kaggle cannot count: the ledger still guards
+    for i in range(3):
+        assert submit_run(f"exp{i}", "", runs, out)["status"] == "pending"
+    assert "counting the local ledger only" in capsys.readouterr().out
+    with pytest.raises(SubmissionError, match="counted by the local ledger"):
+        submit_run("exp3", "", runs, out)
+
+
+def test_submission_list_reads_every_page_through_the_public_call(setup):
+    from kit.kaggle_client import list_submissions
+    fake = setup["fake"]
+    refs = [fake.upload_elsewhere(f"s{i}") for i in range(7)]
+    listed = list_submissions("kit-demo", page_size=3)
+    assert [s["ref"] for s in listed] == refs[::-1]  # newest first, pages 1-3 (3 + 3 + 1)
+    pages = [json.loads(r["body"]).get("page") for r in fake.requests if r["url"].endswith("/ListSubmissions")]
+    assert pages == [1, 2, 3]
+    kit_sources = "".join(p.read_text() for p in (Path(__file__).parents[1] / "kit").glob("*.py"))
+    assert "kagglesdk" not in kit_sources  # only the kaggle package's public KaggleApi calls
