@@ -5,7 +5,6 @@ from pathlib import Path
 
 import fire
 
-from .config import load_config
 
 
 # demos of another kind get a folder of their own unless --out names one: never mixed into the digits folder
@@ -188,8 +187,9 @@ def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs
     from .competition import CompetitionError
     from .predict import predict_run
     from .rundir import RunDir
+    from .tasks import task_of
     run = RunDir(Path(runs) / exp)  # untrained: predict_run says what is missing
-    if run.has_config() and run.competition().task == "segmentation":  # masks: views undone, fold mean
+    if run.has_config() and task_of(run.competition()).masks:  # masks: views undone, fold mean
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
         info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch, _flag(oof))

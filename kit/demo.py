@@ -14,6 +14,8 @@ import pandas as pd
 import yaml
 from sklearn.datasets import load_digits
 
+from .seg_demo import random_ids
+
 # Per-class train counts: most classes alike, two rare ones (macro-F1 weighs them the same).
 TRAIN_COUNTS = {0: 60, 1: 60, 2: 60, 3: 60, 4: 60, 5: 30, 6: 60, 7: 60, 8: 45, 9: 60}
 SIZE = 32
@@ -59,13 +61,6 @@ def _shift(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _ids(rng: np.random.Generator, n: int) -> list[str]:
-    seen: set[str] = set()
-    while len(seen) < n:
-        seen.add(f"{rng.integers(0, 16**8):08x}")
-    return list(rng.permutation(sorted(seen)))
-
-
 def _write_png(path: Path, img: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
 
@@ -93,7 +88,7 @@ def make_demo(out: str | Path = "data/demo", seed: int = 0, task: str = "multicl
             taken[c] += 1
         else:
             test_idx.append(i)
-    ids = _ids(rng, len(digits.target))
+    ids = random_ids(rng, len(digits.target))
     train_ids, test_ids = ids[: len(train_idx)], ids[len(train_idx):]
     for sub in ("train", "test", "leaderboard"):
         (out / sub).mkdir(parents=True, exist_ok=True)

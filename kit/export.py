@@ -25,6 +25,7 @@ from .infer import load_experiment_class, run_views, run_weights
 from .rundir import RunDir
 from .package import PACKAGE_FILE, predict_package
 from .submissions import run_competition
+from .tasks import task_of
 
 WHEELS = ("kit", "locked", "none")
 # Runtime packages of the kit that Kaggle's image lacks; `--wheels=locked` adds them at the installed versions.
@@ -75,7 +76,7 @@ def member_record(m: dict, dataset: Path) -> dict:
     for k, path in run_weights(run_dir).items():
         weights[str(k)] = f"{name}.fold{k}.safetensors"
         shutil.copy(path, dataset / weights[str(k)])
-    seg = comp.task == "segmentation"
+    seg = task_of(comp).masks
     model = {"arch": cfg.arch, "encoder": cfg.encoder} if seg else {"timm_model": cfg.model, "drop_rate": cfg.drop_rate}
     model.update(img_size=cfg.img_size, mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation,
                  classes=list(comp.classes), heads=dict(comp.heads), task=comp.task)
@@ -118,7 +119,7 @@ def export_runs(names: list[str], out: str | Path, runs: str | Path = "runs", wh
     comp = comps[0]
     if any(c.root.resolve() != comp.root.resolve() for c in comps):
         raise ExportError(f"{[m['name'] for m in members]}: runs of different competitions")
-    if comp.task == "segmentation" and len(members) > 1:
+    if task_of(comp).masks and len(members) > 1:
         raise ExportError("segmentation: one run per package (masks are not ensembled by `kit ensemble`)")
     if force and out.exists():
         shutil.rmtree(out)

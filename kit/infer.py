@@ -87,7 +87,7 @@ def load_fold_model(trainer: Trainer, path: Path):
 
 def is_segmentation(trainer: Trainer) -> bool:
     """Whether the trainer predicts probability masks (SegTrainer) rather than class probabilities."""
-    return getattr(trainer.comp, "task", "") == "segmentation"
+    return trainer.task.masks
 
 
 def predict_member(trainer: Trainer, weights: dict[int, Path], views: list[str], method: str = "mean",

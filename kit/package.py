@@ -16,6 +16,7 @@ import yaml
 from .competition import load_competition
 from .infer import experiment_class, open_member, predict_member
 from .rundir import RunDir
+from .tasks import task_of
 
 PACKAGE_FILE = "package.json"
 PATH_KEYS = ("train_csv", "test_csv", "train_images", "test_images", "sample_submission")
@@ -76,7 +77,7 @@ def predict_package(package: str | Path, data: str | Path, out: str | Path = "su
     comp = load_competition(comp_dir)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     ids, outs, trainer = predict_members(package, meta, comp_dir, work, device, batch_size, num_workers)
-    if comp.task == "segmentation":
+    if task_of(comp).masks:
         from .seg_submit import build_rle_submission
         from .segmentation import write_masks
         m = meta["members"][0]

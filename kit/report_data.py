@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from .rundir import RunDir
+from .tasks import task_of
 
 REPORT_VERSION = "1"  # part of every page's fingerprint: a new report layout rebuilds all pages
 _PARENT = re.compile(r"^Parent:\s*([A-Za-z0-9_.\-]+?)\.?\s*$", re.M)
@@ -118,7 +119,7 @@ def gather_run(runs: Path, name: str, rows: list[dict]) -> dict:
     if parent:
         info["parent"] = parent
         info["config_diff"] = config_diff(read_config(Path(runs) / parent), read_config(run_dir))
-    if info["comp"] is not None and info["comp"].task == "segmentation" and RunDir(run_dir).read_json("cv") is not None:
+    if info["comp"] is not None and task_of(info["comp"]).masks and RunDir(run_dir).read_json("cv") is not None:
         from .seg_submit import run_postprocess
         info["postprocess"] = run_postprocess(run_dir)
     return info

@@ -45,7 +45,8 @@ def draw_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(img, 0, 255).astype(np.uint8), np.stack([circle, rect], axis=-1)
 
 
-def _ids(rng: np.random.Generator, n: int) -> list[str]:
+def random_ids(rng: np.random.Generator, n: int) -> list[str]:
+    """`n` distinct 8-hex-digit image ids in random order, like a competition's hashed file names."""
     seen: set[str] = set()
     while len(seen) < n:
         seen.add(f"{rng.integers(0, 16**8):08x}")
@@ -57,7 +58,7 @@ def make_seg_demo(out: str | Path = "data/demo_seg", seed: int = 0) -> Path:
     out, rng = Path(out), np.random.default_rng(seed)
     for sub in ("train", "test", "leaderboard"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    ids = _ids(rng, N_TRAIN + N_TEST)
+    ids = random_ids(rng, N_TRAIN + N_TEST)
     tables = {}
     for split, split_ids in (("train", ids[:N_TRAIN]), ("test", ids[N_TRAIN:])):
         rows = []

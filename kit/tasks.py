@@ -23,6 +23,7 @@ class Task:
     one_label_per_row = True  # one softmax over the table's columns: pseudo-labels, train.csv class checks
     one_submitted_label = True  # one class per submitted row: a confusion matrix has meaning
     fold_scheme = "stratified"  # how folds.csv is made when the competition has none
+    masks = False  # predicts per-pixel masks (.npz tables, RLE submissions) rather than a probability table
 
     def __init__(self, comp: Competition, cv: dict | None = None):
         self.comp = comp
@@ -232,6 +233,7 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     one_label_per_row = one_submitted_label = False
+    masks = True
 
 
 TASKS = {cls.name: cls for cls in (Task, MultilabelTask, MultiheadTask, SegmentationTask)}
