@@ -20,22 +20,23 @@ METHODS = ("soft", "hard", "rank", "weighted")
 
 def member_oof_path(run_dir: Path) -> Path:
     """The OOF table that matches a run's test.parquet: oof_tta.parquet after `kit predict`, else oof.parquet."""
-    tta = run_dir / "oof_tta.parquet"
-    return tta if tta.exists() and (current_predict(run_dir) or {}).get("oof_tta") else run_dir / "oof.parquet"
+    run = RunDir(run_dir)
+    tta = run.table("oof_tta")
+    return tta if tta.exists() and (current_predict(run_dir) or {}).get("oof_tta") else run.table("oof")
 
 
 def load_members(names: list[str], runs: str | Path) -> tuple[Competition, list, np.ndarray, np.ndarray, dict]:
     """(competition, OOF ids, OOF stack (m, N, C), test stack, test ids + files): aligned by id, checked alike."""
     comps, oofs, tests = [], [], []
     for name in names:
-        run_dir = Path(runs) / name
-        oof_path = member_oof_path(run_dir)
-        for path in (oof_path, run_dir / "test.parquet"):
+        run = RunDir(Path(runs) / name)
+        oof_path, test_path = member_oof_path(run.path), run.table("test")
+        for path in (oof_path, test_path):
             if not path.exists():
                 raise FileNotFoundError(f"{path} not found: `--fold=all` training (or `kit predict`) writes it")
-        comps.append(RunDir(run_dir).competition())
+        comps.append(run.competition())
         oofs.append((oof_path, pd.read_parquet(oof_path)))
-        tests.append((run_dir / "test.parquet", pd.read_parquet(run_dir / "test.parquet")))
+        tests.append((test_path, pd.read_parquet(test_path)))
     comp = comps[0]
     for name, c in zip(names, comps):
         if c.root.resolve() != comp.root.resolve():
@@ -152,8 +153,8 @@ def ensemble_runs(names: list[str], method: str = "soft", name: str = "", runs: 
     cv = score(oof)
     probs = task_of(comp).label_probs(oof)
     out.mkdir(parents=True, exist_ok=True)
-    write_probs(out / "oof.parquet", oof_ids, oof, comp)
-    write_probs(out / "test.parquet", extra["test_ids"], test, comp)
+    write_probs(run.table("oof"), oof_ids, oof, comp)
+    write_probs(run.table("test"), extra["test_ids"], test, comp)
     w = {n: float(v) for n, v in zip(names, weights)}
     task = task_of(comp)
     info = {"cv": cv, "metric": comp.metric, "method": method, "weights": w, "members_cv": members_cv,
@@ -165,5 +166,5 @@ def ensemble_runs(names: list[str], method: str = "soft", name: str = "", runs: 
     lineage = {"experiment": name, "competition": str(comp.root), "members": names,
                "folds_hash": hashes.pop() if len(hashes) == 1 else None, **git_state()}
     run.write_json("lineage", lineage)
-    write_confusion(out, comp, comp.read_train(), pd.read_parquet(out / "oof.parquet"))
+    write_confusion(out, comp, comp.read_train(), pd.read_parquet(run.table("oof")))
     return {**info, "run_dir": str(out)}

@@ -161,7 +161,7 @@ def measure_package(dataset: Path, data: Path, names: list[str], runs: Path) -> 
             got = predict_package(dataset, data, Path(tmp) / "submission.csv", Path(tmp) / "work", device="cpu",
                                   num_workers=0)
             table = Path(got["probabilities"])
-            ref = runs / names[0] / "test.parquet"
+            ref = RunDir(runs / names[0]).table("test")
             diff = None
             if len(names) == 1 and table.suffix == ".parquet" and ref.exists():
                 a, b = pd.read_parquet(table).set_index("id"), pd.read_parquet(ref).set_index("id")

@@ -17,6 +17,7 @@ from .ledger import Ledger
 from .metrics import LOWER_IS_BETTER
 from .report_data import REPORT_VERSION, fingerprint, gather_run, parent_of, read_json
 from .report_pages import adval_page, diff_page, index_page, page_name, run_page
+from .rundir import RunDir
 from .tasks import task_of
 
 
@@ -148,7 +149,7 @@ def build_report(comp: str = "", out: str = "", runs: str = "runs", subs: str = 
             continue
         info = gather_run(run_dirs, run, own)
         c = info["comp"]
-        oof = run_dirs / run / "oof.parquet"
+        oof = RunDir(run_dirs / run).table("oof")
         if misclassified and c is not None and task_of(c).one_label_per_row and oof.exists() and \
                 not any("misclassified" in k for k in info["images"]):
             try:

@@ -26,9 +26,7 @@ def read_json(path: Path):
 def read_metrics(run_dir: Path) -> dict[int, list[dict]]:
     """Per fold, the epoch rows of fold<k>/metrics.jsonl in order (a torn last line is skipped)."""
     out = {}
-    for path in sorted(Path(run_dir).glob("fold*/metrics.jsonl")):
-        if not path.parent.name[4:].isdigit():
-            continue
+    for path in RunDir(run_dir).fold_files("metrics.jsonl").values():
         rows = []
         for line in path.read_text().splitlines():
             try:

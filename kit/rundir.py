@@ -14,6 +14,7 @@ from .competition import Competition, CompetitionError, load_competition
 from .config import Config, load_config, save_config
 
 JSON_FILES = ("cv", "lineage", "predict", "schemes", "ensemble", "pseudo", "summary")
+LOGS = ("metrics", "steps")
 
 
 class RunDirError(CompetitionError):
@@ -38,6 +39,29 @@ class RunDir:
     def table(self, split: str, fold: int | str | None = None) -> Path:
         """`oof`, `test`, `oof_tta`, ... .parquet, run-level or of one fold."""
         return (self.path if fold is None else self.fold(fold)) / f"{split}.parquet"
+
+    def masks(self, split: str, fold: int | str | None = None) -> Path:
+        """`oof`, `test` probability masks (.npz) of a segmentation run, run-level or of one fold."""
+        return (self.path if fold is None else self.fold(fold)) / f"{split}_masks.npz"
+
+    def log(self, name: str, fold: int | str) -> Path:
+        """fold<k>/<name>.jsonl: `metrics` (one row per epoch) or `steps` (losses per optimizer step)."""
+        if name not in LOGS:
+            raise KeyError(f"{name!r} is not a fold log; known: {LOGS}")
+        return self.fold(fold) / f"{name}.jsonl"
+
+    def fold_files(self, name: str) -> dict[int, Path]:
+        """{k: fold<k>/<name>} for the folds that have the file, in numeric fold order (fold2 before fold10)."""
+        found = {}
+        for path in self.path.glob(f"fold*/{name}"):
+            k = path.parent.name[4:]
+            if k.isdigit():
+                found[int(k)] = path
+        return dict(sorted(found.items()))
+
+    def has_test(self) -> bool:
+        """Whether the run has a test prediction (a table, or masks for segmentation)."""
+        return self.table("test").exists() or self.masks("test").exists()
 
     def json_path(self, kind: str) -> Path:
         """Where <kind>.json lives (cv, lineage, predict, schemes, ensemble, pseudo, summary)."""

@@ -55,7 +55,7 @@ def stage_submission(comp: Competition, run_dir: Path, out_dir: Path = Path("sub
         from .seg_submit import build_rle_submission
         sub = build_rle_submission(comp, run_dir)
     else:
-        sub = build_submission(comp, run_dir / "test.parquet")
+        sub = build_submission(comp, RunDir(run_dir).table("test"))
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     path = out_dir / f"{stamp}_{run_dir.name}.csv"
@@ -102,10 +102,10 @@ def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     per_fold = cv.get("per_fold") or {}
     if not per_fold:  # a run stopped before collecting: score the fold OOF tables it left
         from .tables import score_oof
-        oofs = sorted(run_dir.glob("fold*/oof.parquet"))
+        oofs = RunDir(run_dir).fold_files("oof.parquet")
         if oofs:
             train = comp.read_train()
-            per_fold = {p.parent.name[4:]: score_oof(comp, train, pd.read_parquet(p))["score"] for p in oofs}
+            per_fold = {str(k): score_oof(comp, train, pd.read_parquet(p))["score"] for k, p in oofs.items()}
     if not per_fold:
         return None, None
     folds = sorted(per_fold, key=str)
@@ -167,7 +167,7 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
                target: str = "auto", force: bool = False, api=None) -> dict:
     """Build, validate, write, record and score the submission of runs/<exp>; returns its ledger row."""
     run_dir = Path(runs) / exp
-    if not any((run_dir / name).exists() for name in ("test.parquet", "test_masks.npz")):
+    if not RunDir(run_dir).has_test():
         raise SubmissionError(f"{run_dir}/test.parquet (or test_masks.npz) not found: train the experiment "
                               "(with predict_test) first")
     comp = run_competition(run_dir)

@@ -49,9 +49,9 @@ def score_oof(comp: Competition, train_df: pd.DataFrame, oof: pd.DataFrame) -> d
 
 def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds: pd.DataFrame) -> dict:
     """Merge fold tables: oof.parquet + cv.json once every fold has one; test.parquet = mean of fold tests."""
-    run_dir = Path(run_dir)
+    run_dir, run = Path(run_dir), RunDir(run_dir)
     all_folds = sorted(folds.fold.unique().tolist())
-    fold_oofs = {k: run_dir / f"fold{k}" / "oof.parquet" for k in all_folds}
+    fold_oofs = {k: run.table("oof", k) for k in all_folds}
     done = [k for k, p in fold_oofs.items() if p.exists()]
     result = {"folds_done": done, "cv": None}
     per_fold = {k: score_oof(comp, train_df, pd.read_parquet(fold_oofs[k]))["score"] for k in done}
@@ -59,21 +59,21 @@ def collect_run(run_dir: Path, comp: Competition, train_df: pd.DataFrame, folds:
     if len(done) == len(all_folds):
         oof = pd.concat([pd.read_parquet(fold_oofs[k]) for k in all_folds], ignore_index=True)
         oof = oof[oof[comp.id_column].isin(set(train_df[comp.id_column]))]
-        oof.to_parquet(run_dir / "oof.parquet", index=False)
+        oof.to_parquet(run.table("oof"), index=False)
         scored = score_oof(comp, train_df, oof)
         result.update(cv=scored["score"], per_class_f1=scored["per_class_f1"], metric=comp.metric)
         result.update(task_of(comp).tune(*oof_labels(comp, train_df, oof)))  # multilabel: per-class thresholds
-        RunDir(run_dir).write_json("cv", result)
+        run.write_json("cv", result)
         write_confusion(run_dir, comp, train_df, oof)
-    tests = [run_dir / f"fold{k}" / "test.parquet" for k in done]
+    tests = [run.table("test", k) for k in done]
     tests = [p for p in tests if p.exists()]
     if tests:
         frames = [pd.read_parquet(p) for p in tests]
         mean = frames[0].copy()
         cols = output_columns(comp)
         mean[cols] = np.mean([f[cols].to_numpy() for f in frames], axis=0)
-        mean.to_parquet(run_dir / "test.parquet", index=False)
-        result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
+        mean.to_parquet(run.table("test"), index=False)
+        result["test_folds"] = [k for k in done if run.table("test", k).exists()]
     return result
 
 
