@@ -81,17 +81,17 @@ def predict_package(package: str | Path, data: str | Path, out: str | Path = "su
         from .seg_submit import build_rle_submission
         from .segmentation import write_masks
         m = meta["members"][0]
-        write_masks(work / "test_masks.npz", ids, outs[0])
+        table = RunDir(work).masks("test")
+        write_masks(table, ids, outs[0])
         RunDir(work).write_json("cv", {"threshold": m["threshold"], "min_area": m["min_area"]})
         sub = build_rle_submission(comp, work)
-        table = work / "test_masks.npz"
     else:
         from .ensemble import blend
         from .tables import write_probs
         stack = np.stack(outs).astype(np.float64)
         weights = np.array([m["weight"] for m in meta["members"]], np.float64)
         probs = stack[0] if len(outs) == 1 else blend(stack, meta["method"], comp, weights)
-        table = work / "test.parquet"
+        table = RunDir(work).table("test")
         write_probs(table, ids, probs, comp)
         sub = build_submission(comp, table)
     path = save_submission(comp, sub, Path(out))
