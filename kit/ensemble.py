@@ -77,7 +77,8 @@ def blend(stack: np.ndarray, method: str, comp: Competition, weights: np.ndarray
 
     soft/weighted: (weighted) mean. hard: majority vote of the arg-max classes, ties broken by the soft mean,
     written as (votes + soft mean) / (members + 1) so rows still sum to 1. rank: each column ranked over
-    the rows per member (0..1), ranks averaged, rows renormalised.
+    the rows per member (0..1), ranks averaged, rows renormalised. An independent (multilabel) column
+    votes p >= 0.5 per member and keeps its averaged rank unnormalised; its threshold is tuned afterwards.
     """
     m = len(stack)
     w = np.full(m, 1 / m) if weights is None else np.asarray(weights, np.float64)
@@ -86,10 +87,12 @@ def blend(stack: np.ndarray, method: str, comp: Competition, weights: np.ndarray
     out = np.empty(stack.shape[1:])
     for s in _slices(comp, stack.shape[2]):
         part = stack[:, :, s]
-        if part.shape[2] == 1 and method in ("hard", "rank"):
-            raise ValueError(f"--method={method} votes among classes; multilabel columns are independent: "
-                             "use soft or weighted")
-        if method == "hard":
+        independent = part.shape[2] == 1  # a multilabel column: a yes/no of its own, not a distribution
+        if method == "hard" and independent:
+            out[:, s] = ((part >= 0.5).sum(0) + part.mean(0)) / (m + 1)
+        elif method == "rank" and independent:
+            out[:, s] = np.stack([rankdata(p, axis=0) / len(p) for p in part]).mean(0)
+        elif method == "hard":
             votes = np.eye(part.shape[2])[part.argmax(2)].sum(0)  # (rows, classes) vote counts
             out[:, s] = (votes + part.mean(0)) / (m + 1)
         elif method == "rank":

@@ -80,3 +80,19 @@ def test_exp005_trains_every_fold_then_submits_space_separated_labels(ml_demo, t
     sub = pd.read_csv(csv, dtype=str, keep_default_na=False)
     assert {t for cell in sub.label for t in cell.split()} <= {"even", "big", "prime", "loop"}
     assert sub.id.tolist() == pd.read_csv(ml_demo / "sample_submission.csv", dtype=str).id.tolist()
+
+
+def test_hard_and_rank_ensembles_treat_each_label_as_its_own_vote(ml_demo):
+    from scipy.stats import rankdata
+    from kit.ensemble import blend
+    comp = load_competition(ml_demo)
+    rng = np.random.default_rng(1)
+    stack = rng.random((3, 50, 4))
+    hard = blend(stack, "hard", comp)
+    for r, k in [(0, 0), (7, 2), (49, 3)]:  # hand-written: majority of p >= 0.5, the mean breaks ties
+        votes = sum(stack[m, r, k] >= 0.5 for m in range(3))
+        assert hard[r, k] == pytest.approx((votes + stack[:, r, k].mean()) / 4)
+        assert (hard[r, k] > 0.5) == (votes >= 2)
+    rank = blend(stack, "rank", comp)
+    expected = np.mean([rankdata(stack[m][:, 2]) / 50 for m in range(3)], axis=0)
+    np.testing.assert_allclose(rank[:, 2], expected)  # per column over rows, not renormalised across labels
