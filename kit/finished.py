@@ -58,7 +58,8 @@ def skip_finished(trainer) -> dict | None:
               f"{summary['best_epoch']}): kept, not trained or predicted again (--resume=never trains it again)")
     if acc.is_main_process and not done["config"].get("keep_fold_ckpts"):
         drop_checkpoints(trainer)  # a kill between done.json and the clean-up left them; ones kept on purpose stay
-    tracking = trainer.tracking  # tracker steps keep growing across folds as in an uninterrupted run
+    tracking = trainer.tracking  # the same tracker run goes on, its steps growing across folds as uninterrupted
+    tracking.continued = True
     tracking.offset = tracking.summary.get("_step", tracking.offset) + done.get("steps", 0)
     tracking.summary["_step"] = tracking.offset
     acc.wait_for_everyone()
@@ -87,10 +88,13 @@ def end_fold(trainer, valid_ds) -> dict:
     return summary
 
 
+OUTPUTS = (".safetensors", ".parquet", ".npz")  # weights and prediction tables: a relaunch checks they are all there
+
+
 def mark_done(trainer, summary: dict) -> None:
-    """Write fold<k>/done.json last: the summary, the config, and every file the fold wrote (checked on relaunch)."""
+    """Write fold<k>/done.json last: the summary, the config, and the weights and tables the fold wrote."""
     cfg, fold_dir = trainer.config, trainer.fold_dir
-    files = sorted(p.name for p in fold_dir.iterdir() if p.is_file() and p.suffix != ".tmp")
+    files = sorted(p.name for p in fold_dir.iterdir() if p.is_file() and p.suffix in OUTPUTS)
     record = {"summary": summary, "steps": trainer.step, "config": cfg.to_dict(), "schemes": extra_schemes(cfg),
               "files": files, "finished_at": time.time()}
     RunDir(trainer.run_dir).write_done(trainer.fold, record)

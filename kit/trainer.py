@@ -212,7 +212,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ public entry points
     def fit(self, fold: int) -> dict:
-        """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables."""
+        """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables.
+
+        A fold that finished earlier under the same settings is skipped (kit/finished.py)."""
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         self.fold, self.fold_dir = fold, self.run_dir / f"fold{fold}"

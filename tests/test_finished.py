@@ -111,3 +111,37 @@ def test_lineage_keeps_each_folds_commit_and_a_rerun_skips_finished_folds(tmp_pa
     log = capsys.readouterr().out
     assert "fold 0: finished earlier, but lr: 0.001 -> 0.005" in log
     assert json.loads((out / "lin" / "fold0" / "done.json").read_text())["config"]["lr"] == 5e-3
+
+
+def test_a_finished_fold_runs_again_when_what_it_wrote_no_longer_answers_the_command(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    from kit.finished import finished_summary
+    from kit.rundir import RunDir
+
+    run_dir = tmp_path / "r"
+    fold_dir = run_dir / "fold0"
+    fold_dir.mkdir(parents=True)
+    for f in ("best.safetensors", "oof.parquet"):
+        (fold_dir / f).write_bytes(b"x")
+    saved = Config(predict_test=False)
+    RunDir(run_dir).write_done(0, {"summary": {"fold": 0, "best_epoch": 1, "score": 0.5}, "config": saved.to_dict(),
+                                   "schemes": [], "files": ["best.safetensors", "oof.parquet"]})
+
+    def check(cfg):
+        t = SimpleNamespace(config=cfg, accelerator=Accelerator(cpu=True), fold=0, run_dir=run_dir, fold_dir=fold_dir)
+        return finished_summary(t), capsys.readouterr().out
+
+    done, _ = check(saved.override(num_workers=4, log_with="tensorboard"))  # settings that do not change training
+    assert done["summary"]["score"] == 0.5
+    for changed, why in ((dict(predict_test=True), "test predictions are asked for now"),
+                         (dict(valid_schemes="plain,testlike"), "validation schemes ['testlike'] are asked for now"),
+                         (dict(epochs=3), "epochs: 10 -> 3")):
+        done, out = check(saved.override(**changed))
+        assert done is None and f"fold 0: finished earlier, but {why}: it runs again" in out, out
+    assert check(saved.override(resume="never"))[0] is None
+    (fold_dir / "oof.parquet").unlink()
+    done, out = check(saved)
+    assert done is None and "oof.parquet is missing" in out
