@@ -11,9 +11,9 @@ from kit import Config, Trainer, run
 from tests.helpers import BIN, ROOT, launch, make_tiny
 
 BASELINE = ROOT / "experiments" / "exp001_baseline.py"
-# 24 rows in 3 folds: 16 train rows = 2 batches of 8 per epoch; a checkpoint after every update and epoch end,
-# so each fold writes 4 checkpoints (fold 1's second write is the 6th of the run)
-ARGS = ["--model=test_resnet", "--img_size=16", "--epochs=2", "--batch_size=8", "--num_workers=0", "--n_folds=3",
+# 24 rows in 3 folds: 16 train rows = 2 batches of 8 in the one epoch; a checkpoint after the first update and at
+# the epoch end, so each fold writes 2 checkpoints (fold 1's second write is the 4th of the run)
+ARGS = ["--model=test_resnet", "--img_size=16", "--epochs=1", "--batch_size=8", "--num_workers=0", "--n_folds=3",
         "--fold=all", "--ckpt_every=1", "--aug=medium", "--drop_rate=0.2", "--name=whole"]
 TABLES = ("oof.parquet", "test.parquet")
 FOLD_FILES = ("best.safetensors", "oof.parquet", "test.parquet", "metrics.jsonl", "steps.jsonl")
@@ -40,7 +40,7 @@ def test_a_whole_run_killed_in_fold_1_resumes_only_what_is_missing(tmp_path):
     comp = make_tiny(tmp_path / "comp")
     _launch(comp, tmp_path / "ref")  # uninterrupted (and makes folds.csv for both runs)
     ref, run_dir = tmp_path / "ref" / "whole", tmp_path / "runs" / "whole"
-    _launch(comp, tmp_path / "runs", fault="ckpt_write:6")  # killed inside fold 1's second checkpoint write
+    _launch(comp, tmp_path / "runs", fault="ckpt_write:4")  # killed inside fold 1's second checkpoint write
     kept = sorted(p.name for p in (run_dir / "fold0").glob("checkpoints/*"))
     before = {f: _stamp(run_dir / "fold0" / f) for f in FOLD_FILES}
 
