@@ -85,9 +85,9 @@ def usable_cpus() -> int:
 
 
 def resolve_workers(num_workers: int, cpus: int | None = None, local_processes: int | None = None) -> int:
-    """DataLoader workers for `--num_workers`: an explicit value (>= 0) as given; -1 (auto, any negative) shares this machine's
-    usable CPUs among its training processes: min(8, cpus // processes per machine), and 0 (load in the main
-    process) when that leaves a process a single CPU."""
+    """DataLoader workers for `--num_workers`: an explicit value (>= 0) as given; -1 (auto, any negative) shares
+    this machine's usable CPUs among its training processes: min(8, cpus // processes per machine), and 0
+    (load in the main process) when that leaves a process a single CPU."""
     if num_workers >= 0:
         return int(num_workers)
     cpus = usable_cpus() if cpus is None else cpus

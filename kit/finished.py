@@ -1,4 +1,4 @@
-"""A finished fold: marked done once its weights and tables are written, skipped on relaunch, trimmed to its best weights.
+"""A finished fold: marked done once its weights and tables are written, skipped on relaunch, trimmed to best weights.
 
 A `--fold=all` run killed in fold k is relaunched with the same command: folds with a valid
 fold<j>/done.json are neither trained nor predicted again, fold k resumes from its newest complete

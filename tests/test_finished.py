@@ -1,5 +1,5 @@
 """A whole `--fold=all` run killed in fold 1 of 3 and relaunched: finished folds are kept as they are, the run's
-tables are bitwise equal to an uninterrupted run's, lineage records every fold, finished folds drop their checkpoints."""
+tables are bitwise equal to an uninterrupted run's, lineage records every fold, finished folds drop checkpoints."""
 import hashlib
 import json
 import os
@@ -23,7 +23,8 @@ def _launch(comp, out, fault=""):
     args = [f"--comp={comp}", f"--out_dir={out}", *ARGS]
     if not fault:
         return launch(BASELINE, *args)
-    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), str(BASELINE), *args]
+    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), str(BASELINE),
+           *args]
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "KIT_FAULT": fault}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "fault: SIGKILL" in r.stderr, f"{fault}: not killed\n{r.stderr[-3000:]}"
@@ -51,7 +52,7 @@ def test_a_whole_run_killed_in_fold_1_resumes_only_what_is_missing(tmp_path):
     assert "resumed from" in log and "fold1/checkpoints/e0000-b000001" in log, log[-3000:]
     assert kept == [], f"finished fold 0 kept its full-state checkpoints {kept}"
     for table in TABLES:  # the run's tables, byte for byte
-        assert (run_dir / table).read_bytes() == (ref / table).read_bytes(), f"{table} differs from the uninterrupted run"
+        assert (run_dir / table).read_bytes() == (ref / table).read_bytes(), f"{table}: not the uninterrupted run's"
     for k in range(3):
         for table in TABLES:
             assert (run_dir / f"fold{k}" / table).read_bytes() == (ref / f"fold{k}" / table).read_bytes(), (k, table)
