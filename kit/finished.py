@@ -60,6 +60,8 @@ def skip_finished(trainer) -> dict | None:
         drop_checkpoints(trainer)  # a kill between done.json and the clean-up left them; ones kept on purpose stay
     tracking = trainer.tracking  # the same tracker run goes on, its steps growing across folds as uninterrupted
     tracking.continued = True
+    if not tracking.summary:  # every fold done: summary.json is written again from what it held
+        tracking.summary.update(RunDir(trainer.run_dir).read_json("summary") or {})
     tracking.offset = tracking.summary.get("_step", tracking.offset) + done.get("steps", 0)
     tracking.summary["_step"] = tracking.offset
     acc.wait_for_everyone()

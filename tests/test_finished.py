@@ -60,6 +60,9 @@ def test_a_whole_run_killed_in_fold_1_resumes_only_what_is_missing(tmp_path):
         assert not (run_dir / f"fold{k}" / "checkpoints").exists()
     cv, ref_cv = (json.loads((d / "cv.json").read_text()) for d in (run_dir, ref))
     assert cv == ref_cv and cv["folds_done"] == [0, 1, 2]
+    summary, ref_summary = ({k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k != "seconds"}
+                            for d in (run_dir, ref))
+    assert summary == ref_summary
 
     lineage = json.loads((run_dir / "lineage.json").read_text())
     assert sorted(lineage["folds"]) == ["0", "1", "2"]
@@ -107,6 +110,10 @@ def test_lineage_keeps_each_folds_commit_and_a_rerun_skips_finished_folds(tmp_pa
     assert lineage["commit"] == second and lineage["commits"] == sorted([first, second])
     assert (out / "lin" / "fold0" / "checkpoints").exists()  # --keep_fold_ckpts=true when fold 0 finished
     assert not (out / "lin" / "fold1" / "checkpoints").exists()
+    summary = (out / "lin" / "summary.json").read_text()
+    run(Exp, [*args, "--fold=all"])  # every fold done: nothing trains, the run's files stay as they were
+    assert capsys.readouterr().out.count("finished earlier") == 3
+    assert (out / "lin" / "summary.json").read_text() == summary
     # another training setting: the finished folds train again, with the new settings
     run(Exp, [*args, "--fold=0", "--lr=5e-3"])
     log = capsys.readouterr().out
