@@ -20,6 +20,7 @@ import fire
 import kit.resume as resume_mod
 import kit.trainer as trainer_mod
 from kit import Config, Trainer
+from kit.checkpoint import newest_complete
 
 from .common import demo_competition
 
@@ -45,13 +46,15 @@ def bench(epochs: int = 3, num_workers: int = 2) -> dict:
     """Train the demo, timing checkpoint writes, epochs and the resume; print and return the medians."""
     os.environ.setdefault("WANDB_MODE", "offline")
     comp, out = demo_competition(), Path(tempfile.mkdtemp(prefix="kit-ckpt-"))
-    cfg = Exp.config.override(comp=str(comp), out_dir=str(out), epochs=epochs, num_workers=num_workers, ckpt_every=0)
+    cfg = Exp.config.override(comp=str(comp), out_dir=str(out), epochs=epochs, num_workers=num_workers, ckpt_every=0,
+                              keep_fold_ckpts=True)
     saves, loads = [], []
     real_write = _timed(resume_mod, "write_checkpoint", saves)
     real_restore = _timed(trainer_mod, "restore_run", loads)
     try:
         Exp(cfg).fit(0)
-        Exp(cfg.override(epochs=epochs)).fit(0)  # finds the finished run's last checkpoint and restores it
+        last, _ = newest_complete(out / "bench_ckpt" / "fold0" / "checkpoints")  # named: a finished fold is skipped
+        Exp(cfg.override(resume=str(last.path))).fit(0)
     finally:
         resume_mod.write_checkpoint, trainer_mod.restore_run = real_write, real_restore
     rows = [json.loads(r) for r in (out / "bench_ckpt" / "fold0" / "metrics.jsonl").read_text().splitlines()]

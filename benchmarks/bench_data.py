@@ -18,7 +18,7 @@ import fire
 import torch
 
 from kit import Config
-from kit.data import ImageDataset, build_loader
+from kit.data import ImageDataset, build_loader, resolve_workers
 
 from .common import MemoryImages, TimedTrainer, demo_competition, median
 
@@ -64,7 +64,7 @@ def bench(rounds: int = 8, img_size: int = 32, batch_size: int = 32, model: str 
                 predict_test=False, out_dir=tempfile.mkdtemp(), log_with="none",
                 resume="never")  # every round trains from scratch
     real = TimedTrainer(Config(name="bench_real", **base))  # default num_workers
-    workers = real.config.num_workers
+    workers = resolve_workers(real.config.num_workers)  # -1 (auto) as the loaders resolve it
     train = real.build_datasets(0)[0]
     if not isinstance(train, ImageDataset):  # the real arm must decode and augment, or the ratio means nothing
         raise TypeError(f"real arm trains on {type(train).__name__}, not the kit's ImageDataset")

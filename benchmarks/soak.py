@@ -32,7 +32,8 @@ from kit.demo import make_demo
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ARGS = ["--model=test_resnet", "--epochs=3", "--limit=200", "--batch_size=16", "--num_workers=2", "--ckpt_every=3",
-        "--predict_test=false", "--aug=medium", "--mixup=0.2", "--drop_rate=0.2", "--ema_decay=0.9"]
+        "--predict_test=false", "--aug=medium", "--mixup=0.2", "--drop_rate=0.2", "--ema_decay=0.9",
+        "--keep_fold_ckpts=true"]  # the final state is compared, so the finished fold keeps its checkpoints
 
 
 def _launch(comp: Path, out: Path, fault: str = "") -> subprocess.Popen:

@@ -27,7 +27,7 @@ class Config:
     valid_aug: str = "none"  # validate on one fixed augmented view per image (`kit adval` picks a test-like one)
     valid_schemes: str = ""  # extra validation views scored side by side, e.g. "plain,testlike" (`kit cvlb` compares)
     batch_size: int = 64  # per process; the effective batch is batch_size * grad_accum * processes
-    num_workers: int = 2  # DataLoader workers per process; 0 loads in the main process
+    num_workers: int = -1  # DataLoader workers per process; -1: what the machine offers (kit/data.py resolve_workers)
     limit: int = 0  # keep only this many train rows (quick smoke runs); 0 keeps all
     sampler: str = "shuffle"  # shuffle | balanced (every class drawn equally often) | sqrt (a softer oversampling)
     pseudo: str = ""  # pseudo-label table (`kit pseudo` writes it): its rows join training parts, never validation
@@ -75,6 +75,7 @@ class Config:
     auto_batch: bool = False  # on out-of-memory halve batch_size, double grad_accum (same effective batch), retry
     ckpt_every: int = 500  # also checkpoint every N optimizer steps (epoch ends always are); 0: epoch ends only
     keep_ckpts: int = 2  # complete checkpoints kept (plus the best epoch's); older ones go once a new one is complete
+    keep_fold_ckpts: bool = False  # keep a finished fold's full-state checkpoints; by default only best weights stay
     resume: str = "auto"  # auto (newest complete checkpoint, if any) | never | a checkpoint folder
     skip_nonfinite: int = 0  # NaN/inf losses tolerated (those batches are skipped) before the run stops
 

@@ -1,6 +1,7 @@
 """Image-classification data: a dataset over a table of ids and an image folder, and its loader."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -72,9 +73,33 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)
 
 
+MAX_AUTO_WORKERS = 8  # past this, more workers rarely feed a GPU faster and each costs memory
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: what taskset, cgroups cpusets and SLURM allow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity call (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def resolve_workers(num_workers: int, cpus: int | None = None, local_processes: int | None = None) -> int:
+    """DataLoader workers for `--num_workers`: an explicit value (>= 0) as given; -1 (auto, any negative) shares
+    this machine's usable CPUs among its training processes: min(8, cpus // processes per machine), and 0
+    (load in the main process) when that leaves a process a single CPU."""
+    if num_workers >= 0:
+        return int(num_workers)
+    cpus = usable_cpus() if cpus is None else cpus
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if local_processes is None else local_processes
+    share = cpus // max(local, 1)
+    return 0 if share <= 1 else min(MAX_AUTO_WORKERS, share)
+
+
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
                  drop_last: bool = False, sampler=None) -> DataLoader:
-    """A DataLoader with seeded shuffling (or the given sampler) and single-threaded workers."""
+    """A DataLoader with seeded shuffling (or the given sampler) and single-threaded workers (-1: resolve_workers)."""
+    num_workers = resolve_workers(num_workers)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,

@@ -2,7 +2,8 @@
 
 config.yaml (the resolved config), lineage.json (what produced the run), cv.json (the OOF score),
 predict.json (TTA), schemes.json, ensemble.json, pseudo.json, summary.json; oof/test tables;
-fold<k>/ with each fold's tables, weights and logs. Other modules ask a RunDir for them.
+fold<k>/ with each fold's tables, weights, logs and done.json (the fold finished: a relaunch skips it).
+Other modules ask a RunDir for them.
 """
 from __future__ import annotations
 
@@ -76,12 +77,23 @@ class RunDir:
 
     def write_json(self, kind: str, data) -> Path:
         """Write <kind>.json atomically (a reader never sees half a file)."""
-        path = self.json_path(kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-        return path
+        return _write_atomic(self.json_path(kind), data)
+
+    def done_path(self, k: int | str) -> Path:
+        """fold<k>/done.json: written last when a fold has finished (weights, tables, test predictions)."""
+        return self.fold(k) / "done.json"
+
+    def read_done(self, k: int | str) -> dict | None:
+        """A finished fold's record (summary, config, what it wrote), or None when the fold has not finished."""
+        path = self.done_path(k)
+        try:
+            return json.loads(path.read_text()) if path.exists() else None
+        except ValueError:  # a half-written file cannot exist (atomic write); a hand-edited one counts as unfinished
+            return None
+
+    def write_done(self, k: int | str, data: dict) -> Path:
+        """Mark fold k finished (atomically)."""
+        return _write_atomic(self.done_path(k), data)
 
     @property
     def config_path(self) -> Path:
@@ -116,6 +128,14 @@ class RunDir:
                 return load_competition(member.config().comp)
         raise RunDirError(f"{self.path}: no config.yaml, lineage.json competition or ensemble member to find "
                                "the competition from")
+
+
+def _write_atomic(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+    return path
 
 
 def member_names(members) -> list[str]:

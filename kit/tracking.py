@@ -88,6 +88,7 @@ class Tracking:
         self.names = parse_trackers(trainer.config.log_with)
         self.every = max(1, int(trainer.config.log_every))
         self.started, self.offset, self.summary = False, 0, {}
+        self.continued = False  # a relaunch that skipped finished folds: the tracker run goes on, as after a resume
         self._window = (None, 0.0, 0)  # (epoch, loss sum, batches) at the last logged update
 
     @property
@@ -129,7 +130,7 @@ class Tracking:
         import uuid
         t = self.trainer
         path = t.run_dir / f".wandb_id-{run_name}"
-        if not fresh and t.resume_dir is not None and path.exists():
+        if not fresh and (t.resume_dir is not None or self.continued) and path.exists():
             return path.read_text().strip()
         run_id = uuid.uuid4().hex[:12]
         path.write_text(run_id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .config import Config
 from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
+from .finished import end_fold, skip_finished
 from .lineage import write_lineage
 from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, is_better
@@ -39,7 +39,7 @@ from .resume import LoopState, begin_epoch, check_loss, end_epoch, end_step, fin
 from .rundir import RunDir
 from .sampling import create_sampler
 from .tasks import task_of
-from .schemes import collect_schemes, predict_schemes
+from .schemes import collect_schemes
 from .tables import write_probs
 from .tracking import Tracking, parse_trackers, sweep_run_name
 from .transforms import build_eval_transforms, build_train_transforms, normalize_batch
@@ -212,10 +212,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ public entry points
     def fit(self, fold: int) -> dict:
-        """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables."""
+        """Train one fold; keep the best weights by the competition metric; write OOF (and test) tables.
+
+        A fold that finished earlier under the same settings is skipped (kit/finished.py)."""
         cfg, acc = self.config, self.accelerator
         set_seed(cfg.seed)
         self.fold, self.fold_dir = fold, self.run_dir / f"fold{fold}"
+        finished = skip_finished(self)  # kit/finished.py: a fold done earlier is neither trained nor predicted again
+        if finished is not None:
+            return finished
         self.resume_dir = find_resume(self)  # None: a fresh start
         self._start_run_dir()
         train_ds, valid_ds = self.build_datasets(fold)
@@ -261,16 +266,7 @@ class Trainer:
                 acc.print(f"early stop: no better {self.comp.metric} for {cfg.patience} epochs")
                 break
         self._load_best()
-        self.tracking.log_fold_end(valid_ds)
-        predict_schemes(self, valid_ds)
-        if cfg.predict_test:
-            test_ds = self.build_test_dataset()
-            loader = acc.prepare_data_loader(build_loader(test_ds, cfg.batch_size, cfg.num_workers, shuffle=False))
-            probs = self.predict_loader(loader)
-            if acc.is_main_process:
-                self.write_predictions("test", test_ds.ids, probs)
-        acc.wait_for_everyone()
-        summary = {"fold": fold, "best_epoch": self.best_epoch, "score": self.best}
+        summary = end_fold(self, valid_ds)  # schemes and test predicted, fold marked done, its checkpoints dropped
         acc.print(f"fold {fold}: best {self.comp.metric} {self.best:.4f} at epoch {self.best_epoch}")
         self.release()
         return summary
@@ -343,10 +339,7 @@ class Trainer:
             run.save_config(self.config, fold=self.fold)
             if self.resume_dir is None:  # a resumed run keeps (and trims) its log
                 (self.fold_dir / "metrics.jsonl").unlink(missing_ok=True)
-            src = Path(inspect.getfile(type(self)))
-            if src.exists():
-                shutil.copy(src, self.run_dir / "experiment.py")
-            write_lineage(self)
+            write_lineage(self)  # and experiment.py, run-level and per fold
         self.tracking.start()
         acc.wait_for_everyone()
 

@@ -126,17 +126,24 @@ def test_skip_nonfinite_skips_that_batch_and_finishes(tmp_path, monkeypatch, cap
 
 
 def test_auto_resume_continues_same_settings_and_starts_fresh_on_new_ones(tmp_path, capsys):
-    _tiny(tmp_path).fit(0)
+    keep = {"keep_fold_ckpts": True}  # a finished fold keeps its full-state checkpoints
+    _tiny(tmp_path, **keep).fit(0)
     ckpts = tmp_path / "tiny" / "fold0" / "checkpoints"
     # the last two, plus the best epoch's (epoch 0: accuracy never improves after it here)
     assert [f.path.name for f in list_checkpoints(ckpts)] == ["e0001-b000000", "e0001-b000006", "e0002-b000000"]
-    t = _tiny(tmp_path, num_workers=0, predict_test=False)
+    t = _tiny(tmp_path, num_workers=0, predict_test=False, **keep)
+    t.fit(0)
+    out = capsys.readouterr().out
+    assert "fold 0: finished earlier" in out and "resumed from" not in out  # done: not even restored
+    (ckpts.parent / "done.json").unlink()  # as if killed after the last checkpoint, before the fold was marked done
+    t = _tiny(tmp_path, num_workers=0, predict_test=False, **keep)
     t.fit(0)
     out = capsys.readouterr().out
     assert "e0002-b000000: epoch 2, 0 batches into it, step 18" in out and "already finished" in out
-    t = _tiny(tmp_path, lr=0.01)
+    t = _tiny(tmp_path, lr=0.01, **keep)
     t.fit(0)
     out = capsys.readouterr().out
+    assert "fold 0: finished earlier, but lr: 0.05 -> 0.01: it runs again" in out
     assert "other settings (lr: 0.05 -> 0.01); starting fresh" in out and t.step == 18
     assert (ckpts.parent / "checkpoints.replaced" / "e0002-b000000").exists()
 
@@ -147,7 +154,7 @@ def test_resume_from_a_mid_epoch_checkpoint_ends_bitwise_equal(tmp_path, sched):
 
     import torch
     # plateau: patience 1 makes torch's bad-epoch counter decide the decay after the resumed epoch
-    cfg = dict(epochs=4, sched=sched, plateau_patience=1, ema_decay=0.5, keep_ckpts=20)
+    cfg = dict(epochs=4, sched=sched, plateau_patience=1, ema_decay=0.5, keep_ckpts=20, keep_fold_ckpts=True)
     whole = _tiny(tmp_path / "a", **cfg)
     whole.fit(0)
     root = tmp_path / "a" / "tiny" / "fold0" / "checkpoints"

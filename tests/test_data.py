@@ -1,4 +1,6 @@
 """The loader: workers run one thread each, so they never oversubscribe the cores the model uses."""
+import os
+
 import cv2
 import torch
 from torch.utils.data import Dataset
@@ -51,3 +53,26 @@ def test_uint8_batches_reach_the_model_normalised_exactly_as_the_cpu_pipeline(de
         images, index = seen[split][0]
         want = torch.stack([cpu(image=read_image(ds.paths[i]))["image"] for i in index.tolist()])
         assert images.dtype == torch.float32 and torch.equal(images, want), split
+
+
+def test_num_workers_defaults_to_the_cpus_this_process_may_use_shared_by_its_processes():
+    import subprocess
+    import sys
+
+    from kit.config import Config
+    from kit.data import resolve_workers
+
+    assert Config().num_workers == -1  # auto
+    for explicit in (0, 1, 3, 16):
+        assert resolve_workers(explicit, cpus=1) == explicit  # an explicit value is kept
+    for cpus, procs, want in ((1, 1, 0), (2, 1, 2), (2, 2, 0), (4, 2, 2), (16, 1, 8), (64, 4, 8), (12, 4, 3)):
+        assert resolve_workers(-1, cpus=cpus, local_processes=procs) == want, (cpus, procs)
+    # for real: pin a process to one CPU, then to every CPU, as taskset/cgroups/SLURM do; a DataLoader is built
+    probe = ("import os, sys, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))} if sys.argv[1] == '1' "
+             "else os.sched_getaffinity(0)); from kit.config import Config; from kit.data import build_loader; "
+             "print(build_loader(torch.utils.data.TensorDataset(torch.zeros(4)), 2, Config().num_workers, False)"
+             ".num_workers)")
+    env = {**os.environ, "LOCAL_WORLD_SIZE": "1"}
+    for pin, want in (("1", 0), ("all", resolve_workers(-1, cpus=len(os.sched_getaffinity(0)), local_processes=1))):
+        out = subprocess.run([sys.executable, "-c", probe, pin], capture_output=True, text=True, env=env, check=True)
+        assert int(out.stdout.strip()) == want, (pin, out.stdout, out.stderr[-2000:])

@@ -15,7 +15,8 @@ from tests.helpers import BIN, ROOT, launch
 BASELINE = ROOT / "experiments" / "exp001_baseline.py"
 # 120 rows -> 6 batches of 16 per epoch; augmentation, MixUp, dropout and EMA all draw randomness
 ARGS = ["--model=test_resnet", "--epochs=2", "--limit=120", "--batch_size=16", "--num_workers=0", "--ckpt_every=2",
-        "--predict_test=false", "--aug=medium", "--mixup=0.2", "--drop_rate=0.2", "--ema_decay=0.9"]
+        "--predict_test=false", "--aug=medium", "--mixup=0.2", "--drop_rate=0.2", "--ema_decay=0.9",
+        "--keep_fold_ckpts=true"]  # the final checkpoints are compared: the finished fold keeps them
 SEED = int(os.environ.get("KIT_TEST_SEED", random.randrange(10**6)))
 SAME_WORKER = pytest.mark.xdist_group("resume_reference")  # the reference run is made once, on one worker
 
@@ -94,6 +95,7 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp
     comp, ref_out, ref = reference
     out = tmp_path / "runs"
     shutil.copytree(ref_out, out)
+    (out / "exp001_baseline" / "fold0" / "done.json").unlink()  # as if killed before the fold was marked done
     root = out / "exp001_baseline" / "fold0" / "checkpoints"
     newest, _ = newest_complete(root)
     rng = random.Random(SEED)
