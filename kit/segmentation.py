@@ -105,11 +105,10 @@ class SegTrainer(Trainer):
             if problems:
                 shown = "\n  ".join(problems[:50])
                 raise PreflightError(f"pre-flight found {len(problems)} mask problem(s):\n  {shown}")
-            if self.accelerator.is_main_process and not folds_mod.folds_path(self.comp).exists():
-                folds_mod.write_folds(seg_folds(self.comp, self.spec, full, cfg.n_folds, cfg.seed),
-                                      folds_mod.folds_path(self.comp))
+            if self.accelerator.is_main_process:  # folds.csv made once, as `kit folds` makes it
+                folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         check_same_folds(self.accelerator, folds_mod.folds_path(self.comp))  # every machine, the same folds
-        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         full["_line"] = np.arange(len(full)) + 2  # CSV line of each row, for error messages
         self.train_df = full.head(cfg.limit).copy() if cfg.limit else full
         self.views = parse_views(cfg.tta)
@@ -186,16 +185,6 @@ class SegTrainer(Trainer):
         """Train masks of `ids` at model resolution, (N, classes, H, W) 0/1."""
         rows = self.train_df.set_index(self.comp.id_column).loc[list(ids)].reset_index()
         return self._dataset(rows, ids, "valid").targets.numpy()
-
-
-def seg_folds(comp, spec, df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Folds stratified by which classes an image contains (RLE masks), else plain shuffled k-fold."""
-    strata = pd.Series("all", index=df.index)
-    if spec.source == "rle":
-        strata = df[list(spec.columns)].apply(lambda r: "".join("1" if v.strip() else "0" for v in r), axis=1)
-        counts = strata.map(strata.value_counts())
-        strata = strata.where(counts >= n, "rare")  # StratifiedKFold needs n members per stratum
-    return folds_mod.make_stratified(df.assign(_strata=strata), comp.id_column, "_strata", n, seed)
 
 
 def collect_seg_run(trainer: SegTrainer) -> dict:
