@@ -129,7 +129,8 @@ class SegTrainer(Trainer):
         where = "test" if split == "test" else "train"
         paths = [self.comp.image_path(i, where) for i in ids]
         lines = None if rows is None else rows["_line"].tolist()
-        ds = SegDataset(self.comp, self.spec, rows, paths, self.build_transforms(split), lines)
+        view_seed = self.config.seed if split == "valid" and self.config.valid_aug != "none" else None
+        ds = SegDataset(self.comp, self.spec, rows, paths, self.build_transforms(split), lines, view_seed)
         ds.ids = list(ids)
         return ds
 
@@ -169,17 +170,9 @@ class SegTrainer(Trainer):
         """Save one fold's `oof` or `test` probability masks (fold<k>/<split>_masks.npz)."""
         write_masks(self.fold_dir / f"{split}_masks.npz", ids, probs)
 
-    def finish(self, summaries: list[dict]) -> dict | None:
+    def collect_run(self) -> dict:
         """Merge fold masks: OOF CV and tuned thresholds (cv.json), test masks averaged over folds."""
-        acc, result = self.accelerator, None
-        if acc.is_main_process:
-            result = collect_seg_run(self)
-        if self.config.log_with != "none":
-            if result and result.get("cv") is not None:
-                acc.log({"cv/score": result["cv"]})
-            acc.end_training()
-        acc.wait_for_everyone()
-        return result
+        return collect_seg_run(self)
 
     def truth_masks(self, ids: list) -> np.ndarray:
         """Train masks of `ids` at model resolution, (N, classes, H, W) 0/1."""
