@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -80,3 +81,20 @@ def test_kit_sweep_runs_a_segmentation_experiment(seg_comp, tmp_path):
         assert t.value == pytest.approx(last["valid/dice"])  # read from the trial's summary.json
         assert load_config(run / "config.yaml").lr == t.params["lr"]
         assert list(run.glob("wandb/offline-run-*/run-*.wandb"))  # each trial tracked
+
+
+# 60 rows, 5 folds -> 48 train rows = 6 batches of 8 per epoch; Affine/noise/dropout augment image and mask together
+RESUME = ["--encoder=tu-test_resnet", "--img_size=32", "--batch_size=8", "--num_workers=0", "--predict_test=false",
+          "--epochs=2", "--limit=60", "--ckpt_every=2", "--aug=medium", "--tta=none"]
+
+
+@pytest.mark.slow
+def test_segmentation_run_killed_mid_epoch_resumes_bitwise_equal(seg_comp, tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    _run(seg_comp, whole, exp=EXP, base=RESUME)
+    _run(seg_comp, resumed, fault="step:3", exp=EXP, base=RESUME)  # after the checkpoint at step 2, mid-epoch
+    r = _run(seg_comp, resumed, exp=EXP, base=RESUME)
+    assert "resumed from" in r.stdout + r.stderr
+    _assert_same(_final(resumed, "exp_seg001_unet"), _final(whole, "exp_seg001_unet"), "segmentation killed at step 3")
+    oof = [np.load(p / "exp_seg001_unet" / "fold0" / "oof_masks.npz")["probs"] for p in (whole, resumed)]
+    assert np.array_equal(*oof)  # the fold's OOF mask table, bitwise
