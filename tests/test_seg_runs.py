@@ -15,7 +15,8 @@ from tests.test_resume import _assert_same, _final, _run
 from tests.wandb_records import read_history_when
 
 EXP = ROOT / "experiments" / "exp_seg001_unet.py"
-TINY = ["--encoder=tu-test_resnet", "--limit=80", "--img_size=32", "--batch_size=8", "--num_workers=0", "--predict_test=false"]
+TINY = ["--encoder=tu-test_resnet", "--limit=80", "--img_size=32", "--batch_size=8", "--num_workers=0",
+        "--predict_test=false"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ if __name__ == "__main__":
 def test_kit_sweep_runs_a_segmentation_experiment(seg_comp, tmp_path):
     (tmp_path / "exp_seg.py").write_text(SEG_EXPERIMENT.format(comp=seg_comp))
     (tmp_path / "seg.yaml").write_text(yaml.safe_dump({
-        "name": "seg", "program": "exp_seg.py", "method": "random", "metric": {"name": "valid/dice", "goal": "maximize"},
+        "name": "seg", "program": "exp_seg.py", "method": "random",
+        "metric": {"name": "valid/dice", "goal": "maximize"},
         "parameters": {"lr": {"values": [1e-3, 3e-3]}},
         "command": ["${env}", "${interpreter}", "${program}", "${args}"]}))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
