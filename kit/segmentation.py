@@ -1,7 +1,8 @@
 """Segmentation experiments: SegTrainer (smp models and losses), probability masks per fold, TTA, fold averaging.
 
 Tables: runs/<exp>/fold<k>/oof_masks.npz and test_masks.npz hold `ids` and float16 `probs`
-(N, outputs, H, W) at model resolution; `finish` merges them into runs/<exp>/oof_masks.npz,
+(N, outputs, H, W) at model resolution; `collect_run` (called by the Trainer's `finish`, which also
+writes summary.json and closes the trackers) merges them into runs/<exp>/oof_masks.npz,
 test_masks.npz (mean over folds) and cv.json (CV, per-fold scores, OOF-tuned thresholds).
 """
 from __future__ import annotations
