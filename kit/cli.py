@@ -167,13 +167,17 @@ def pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top: int
         raise SystemExit(f"kit pseudo: {e}") from None
 
 
-def folds(comp: str = "data/demo", n: int = 5, scheme: str = "stratified", seed: int = 42, group: str = "",
+def folds(comp: str = "data/demo", n: int = 5, scheme: str = "", seed: int = 42, group: str = "",
           force: bool = False) -> None:
-    """Write <comp>/folds.csv (id, fold): stratified | group | multilabel | stratified_group; --force replaces."""
+    """Write <comp>/folds.csv (id, fold): stratified | group | multilabel | stratified_group (default: the scheme a
+    first training run uses, so both make the same folds); --force replaces."""
     from .competition import CompetitionError, load_competition
     from .folds import create_folds
+    from .tasks import task_of
     try:
-        path, table, written = create_folds(load_competition(comp), int(n), scheme, int(seed), group, force)
+        competition = load_competition(comp)
+        scheme = scheme or task_of(competition).fold_scheme
+        path, table, written = create_folds(competition, int(n), scheme, int(seed), group, force)
     except CompetitionError as e:
         raise SystemExit(f"kit folds: {e}") from None
     sizes = table.fold.value_counts().sort_index()

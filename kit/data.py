@@ -42,13 +42,17 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def seed_transform(self, i: int) -> None:
+        """Seed the pipeline for row i: its one fixed view (view_seed), or its (seed, epoch, row) draw in training."""
+        if self.view_seed is not None:
+            seed_pipeline(self.transform, self.view_seed + i)
+        elif self.aug_seed is not None:
+            seed_pipeline(self.transform, row_seed(self.aug_seed, int(self._epoch[0]), i))
+
     def __getitem__(self, i: int) -> dict:
         image = read_image(self.paths[i])
         if self.transform is not None:
-            if self.view_seed is not None:
-                seed_pipeline(self.transform, self.view_seed + i)
-            elif self.aug_seed is not None:
-                seed_pipeline(self.transform, row_seed(self.aug_seed, int(self._epoch[0]), i))
+            self.seed_transform(i)
             image = self.transform(image=image)["image"]
         item = {"image": image, "index": i}
         if self.targets is not None:

@@ -33,9 +33,18 @@ def make_stratified(df: pd.DataFrame, id_col: str, target: str, n: int, seed: in
     return pd.DataFrame({id_col: df[id_col].values, "fold": fold.values})
 
 
-def strata(comp: Competition, df: pd.DataFrame) -> np.ndarray:
-    """One stratum label per row: the target, or the target columns joined (multi-head, several targets)."""
+def strata(comp: Competition, df: pd.DataFrame, n: int = 0) -> np.ndarray:
+    """One stratum label per row: the target, or the target columns joined (multi-head, several targets).
+
+    Segmentation: which classes an image's RLE masks contain (PNG masks: one stratum); a stratum with fewer
+    than `n` rows joins a shared 'rare' one, since stratified k-fold needs n members per stratum.
+    """
     cols = comp.target_columns
+    if comp.task == "segmentation":
+        if (comp.extra.get("masks") or {}).get("source", "rle") != "rle":
+            return np.full(len(df), "all")
+        present = df[cols].apply(lambda r: "".join("1" if str(v).strip() else "0" for v in r), axis=1)
+        return present.where(present.map(present.value_counts()) >= n, "rare").to_numpy()
     return df[cols[0]].to_numpy() if len(cols) == 1 else df[cols].astype(str).agg("|".join, axis=1).to_numpy()
 
 
@@ -57,7 +66,11 @@ def label_matrix(comp: Competition, df: pd.DataFrame) -> np.ndarray:
 
 def make_folds(comp: Competition, df: pd.DataFrame, n: int = 5, scheme: str = "stratified", seed: int = 42,
                group: str = "") -> pd.DataFrame:
-    """(id, fold) for every train row under one scheme; errors name the column or count at fault."""
+    """(id, fold) for every train row under one scheme; errors name the column or count at fault.
+
+    The one fold assignment of the kit: `kit folds` and a first training run (no folds.csv yet) both call it,
+    with the task's scheme by default, so the folds a run makes are the folds `kit folds` writes.
+    """
     if scheme not in SCHEMES:
         raise CompetitionError(f"--scheme={scheme!r}: choose one of {SCHEMES}")
     if n < 2:
@@ -75,7 +88,7 @@ def make_folds(comp: Competition, df: pd.DataFrame, n: int = 5, scheme: str = "s
     if scheme == "adversarial":  # fold 0 = each class's most test-like rows (`kit adval`)
         return adversarial_folds(comp, df, n, seed)[0]
     if scheme == "stratified":
-        splits = StratifiedKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df))
+        splits = StratifiedKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df, n))
     elif scheme == "multilabel":
         from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
         mskf = MultilabelStratifiedKFold(n_splits=n, shuffle=True, random_state=seed)
@@ -85,7 +98,7 @@ def make_folds(comp: Competition, df: pd.DataFrame, n: int = 5, scheme: str = "s
         order = {g: i for i, g in enumerate(np.random.default_rng(seed).permutation(pd.unique(groups)))}
         splits = GroupKFold(n).split(df, groups=[order[g] for g in groups])
     else:
-        splits = StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df), df[group])
+        splits = StratifiedGroupKFold(n, shuffle=True, random_state=seed).split(df, strata(comp, df, n), df[group])
     fold = np.full(len(df), -1)
     for k, (_, valid) in enumerate(splits):
         fold[valid] = k
@@ -119,12 +132,10 @@ def write_folds(folds: pd.DataFrame, path: Path, force: bool = False) -> Path:
 
 def load_folds(comp: Competition, train: pd.DataFrame, n: int = 5, seed: int = 42,
                scheme: str = "stratified") -> pd.DataFrame:
-    """Read folds.csv, creating folds first (stratified, or the task's own scheme) when the competition has none."""
+    """Read folds.csv, creating it first (make_folds, the task's scheme) when the competition has none."""
     path = folds_path(comp)
     if not path.exists():
-        made = (make_stratified(train, comp.id_column, comp.target, n, seed) if scheme == "stratified"
-                else make_folds(comp, train, n, scheme, seed))
-        write_folds(made, path)
+        write_folds(make_folds(comp, train, n, scheme, seed), path)
     folds = read_table(path, need_rows=True)
     check_columns(folds, [comp.id_column, "fold"], path)
     bad = ~folds["fold"].str.strip().str.fullmatch(r"\d+")
@@ -150,7 +161,7 @@ def adversarial_folds(comp: Competition, train: pd.DataFrame, n: int, seed: int)
             "auc_after": report["auc_after"]}
     if report["auc"] < NO_SHIFT_AUC:
         meta.update(scheme="stratified", valid_aug="none", reason=f"AUC {report['auc']:.3f} < {NO_SHIFT_AUC}: no shift")
-        return make_stratified(train, comp.id_column, comp.target, n, seed), meta
+        return make_folds(comp, train, n, "stratified", seed), meta
     p = pd.read_csv(work_dir(comp) / "adval" / "train_p_test.csv", dtype={comp.id_column: str})
     df = train[[comp.id_column, comp.target]].merge(p, on=comp.id_column, how="left")
     if df.p_test.isna().any():

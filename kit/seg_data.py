@@ -22,10 +22,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from .competition import Competition, CompetitionError
-from .data import read_image
+from .data import ImageDataset, read_image
 from .preflight import check_image
 from .rle import ORDERS, rle_decode
 from .validate import rle_problem
@@ -144,22 +143,24 @@ def mask_target(mask: torch.Tensor, mode: str) -> torch.Tensor:
     return (mask.long() * index).amax(0)  # 0 is background
 
 
-class SegDataset(Dataset):
-    """Rows of (image path, mask) -> dict(image, mask, index); albumentations moves image and mask together."""
+class SegDataset(ImageDataset):
+    """Rows of (image path, mask) -> dict(image, mask, index); albumentations moves image and mask together.
+
+    Augmentation is seeded per row as for images (ImageDataset): (seed, epoch, row) in training, so a resumed
+    run draws exactly the augmentations of an uninterrupted one.
+    """
 
     def __init__(self, comp: Competition, spec: MaskSpec, rows: pd.DataFrame | None, paths: list, transform,
-                 lines: list | None = None):
-        self.comp, self.spec, self.rows, self.transform = comp, spec, rows, transform
-        self.paths = [str(p) for p in paths]
+                 lines: list | None = None, view_seed: int | None = None):
+        super().__init__(paths, None, transform, view_seed)
+        self.comp, self.spec, self.rows = comp, spec, rows
         self.lines = lines  # CSV line of each row, for error messages
         self.targets = None if rows is None else MaskTargets(self)
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def __getitem__(self, i: int) -> dict:
         image = read_image(self.paths[i])
         item = {"index": i}
+        self.seed_transform(i)
         if self.rows is None:
             item["image"] = self.transform(image=image)["image"]
             return item

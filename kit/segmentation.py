@@ -1,7 +1,8 @@
 """Segmentation experiments: SegTrainer (smp models and losses), probability masks per fold, TTA, fold averaging.
 
 Tables: runs/<exp>/fold<k>/oof_masks.npz and test_masks.npz hold `ids` and float16 `probs`
-(N, outputs, H, W) at model resolution; `finish` merges them into runs/<exp>/oof_masks.npz,
+(N, outputs, H, W) at model resolution; `collect_run` (called by the Trainer's `finish`, which also
+writes summary.json and closes the trackers) merges them into runs/<exp>/oof_masks.npz,
 test_masks.npz (mean over folds) and cv.json (CV, per-fold scores, OOF-tuned thresholds).
 """
 from __future__ import annotations
@@ -105,11 +106,10 @@ class SegTrainer(Trainer):
             if problems:
                 shown = "\n  ".join(problems[:50])
                 raise PreflightError(f"pre-flight found {len(problems)} mask problem(s):\n  {shown}")
-            if self.accelerator.is_main_process and not folds_mod.folds_path(self.comp).exists():
-                folds_mod.write_folds(seg_folds(self.comp, self.spec, full, cfg.n_folds, cfg.seed),
-                                      folds_mod.folds_path(self.comp))
+            if self.accelerator.is_main_process:  # folds.csv made once, as `kit folds` makes it
+                folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         check_same_folds(self.accelerator, folds_mod.folds_path(self.comp))  # every machine, the same folds
-        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed)
+        self.folds = folds_mod.load_folds(self.comp, full, cfg.n_folds, cfg.seed, self.task.fold_scheme)
         full["_line"] = np.arange(len(full)) + 2  # CSV line of each row, for error messages
         self.train_df = full.head(cfg.limit).copy() if cfg.limit else full
         self.views = parse_views(cfg.tta)
@@ -130,7 +130,8 @@ class SegTrainer(Trainer):
         where = "test" if split == "test" else "train"
         paths = [self.comp.image_path(i, where) for i in ids]
         lines = None if rows is None else rows["_line"].tolist()
-        ds = SegDataset(self.comp, self.spec, rows, paths, self.build_transforms(split), lines)
+        view_seed = self.config.seed if split == "valid" and self.config.valid_aug != "none" else None
+        ds = SegDataset(self.comp, self.spec, rows, paths, self.build_transforms(split), lines, view_seed)
         ds.ids = list(ids)
         return ds
 
@@ -170,32 +171,14 @@ class SegTrainer(Trainer):
         """Save one fold's `oof` or `test` probability masks (fold<k>/<split>_masks.npz)."""
         write_masks(self.fold_dir / f"{split}_masks.npz", ids, probs)
 
-    def finish(self, summaries: list[dict]) -> dict | None:
+    def collect_run(self) -> dict:
         """Merge fold masks: OOF CV and tuned thresholds (cv.json), test masks averaged over folds."""
-        acc, result = self.accelerator, None
-        if acc.is_main_process:
-            result = collect_seg_run(self)
-        if self.config.log_with != "none":
-            if result and result.get("cv") is not None:
-                acc.log({"cv/score": result["cv"]})
-            acc.end_training()
-        acc.wait_for_everyone()
-        return result
+        return collect_seg_run(self)
 
     def truth_masks(self, ids: list) -> np.ndarray:
         """Train masks of `ids` at model resolution, (N, classes, H, W) 0/1."""
         rows = self.train_df.set_index(self.comp.id_column).loc[list(ids)].reset_index()
         return self._dataset(rows, ids, "valid").targets.numpy()
-
-
-def seg_folds(comp, spec, df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """Folds stratified by which classes an image contains (RLE masks), else plain shuffled k-fold."""
-    strata = pd.Series("all", index=df.index)
-    if spec.source == "rle":
-        strata = df[list(spec.columns)].apply(lambda r: "".join("1" if v.strip() else "0" for v in r), axis=1)
-        counts = strata.map(strata.value_counts())
-        strata = strata.where(counts >= n, "rare")  # StratifiedKFold needs n members per stratum
-    return folds_mod.make_stratified(df.assign(_strata=strata), comp.id_column, "_strata", n, seed)
 
 
 def collect_seg_run(trainer: SegTrainer) -> dict:

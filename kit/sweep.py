@@ -46,10 +46,17 @@ def read_metric(run_dir: Path, metric: str) -> float:
 
 
 def epoch_values(run_dir: Path, metric: str) -> list[float]:
-    """Per-epoch values of the metric (valid/score stands in for cv/score) from the folds' metrics.jsonl."""
+    """Per-epoch values of the metric (valid/score stands in for cv/score): fold 0's epochs, then fold 1's, ...
+
+    One series per fold, joined in fold-number order (fold2 before fold10), so step n is the n-th epoch trained
+    in every trial: hyperband budgets epochs, and `--fold=all` trains its folds one after another in that order.
+    Not the mean over folds per epoch: that is known only once the last fold reaches the epoch, too late to save
+    anything by stopping.
+    """
     key = metric if metric != "cv/score" else "valid/score"
+    folds = [(int(p.parent.name[4:]), p) for p in run_dir.glob("fold*/metrics.jsonl") if p.parent.name[4:].isdigit()]
     out = []
-    for f in sorted(run_dir.glob("fold*/metrics.jsonl")):
+    for _, f in sorted(folds):
         for line in f.read_text().splitlines():
             try:
                 row = json.loads(line)

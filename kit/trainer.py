@@ -378,14 +378,15 @@ class Trainer:
         return folds_mod.select_folds(self.folds, self.config.fold)
 
     def finish(self, summaries: list[dict]) -> dict | None:
-        """After the folds: merge fold tables into run-level oof/test tables and cv.json."""
-        acc = self.accelerator
-        result = None
-        if acc.is_main_process:
-            from .tables import collect_run
-            result = collect_run(self.run_dir, self.comp, self.train_df, self.folds)
-            result["schemes"] = collect_schemes(self.run_dir, self.config, self.comp, self.train_df)
+        """After the folds: run-level tables and cv.json (collect_run), summary.json, trackers closed; every kind."""
+        result = self.collect_run() if self.accelerator.is_main_process else None
         self.tracking.finish(result)
-        acc.wait_for_everyone()
+        self.accelerator.wait_for_everyone()
         return result
 
+    def collect_run(self) -> dict:
+        """Merge fold tables into run-level oof/test tables and cv.json (main process); returns cv.json's content."""
+        from .tables import collect_run
+        result = collect_run(self.run_dir, self.comp, self.train_df, self.folds)
+        result["schemes"] = collect_schemes(self.run_dir, self.config, self.comp, self.train_df)
+        return result

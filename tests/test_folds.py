@@ -76,3 +76,21 @@ def test_kit_folds_refuses_to_overwrite_without_force(demo_copy):
     assert sorted(folds.id) == sorted(train.id)
     with pytest.raises(CompetitionError, match="scheme"):
         create_folds(load_competition(demo_copy), scheme="random", force=True)
+
+
+
+@pytest.mark.parametrize("task", ["multihead", "multilabel", "segmentation"])
+def test_folds_made_by_training_equal_kit_folds(tmp_path, task):
+    """Several targets (heads, label sets, mask classes): the folds a first run makes are exactly `kit folds`' own."""
+    from kit.cli import folds as kit_folds
+    from kit.config import Config
+    from kit.demo import make_demo
+    from kit.segmentation import SegConfig, SegTrainer
+    from kit.trainer import Trainer
+    comp = make_demo(tmp_path / "c", task=task)
+    trainer_cls, cfg = (SegTrainer, SegConfig) if task == "segmentation" else (Trainer, Config)
+    trainer_cls(cfg(comp=str(comp), out_dir=str(tmp_path / "runs"), predict_test=False))
+    made = pd.read_csv(comp / "folds.csv", dtype=str)
+    (comp / "folds.csv").unlink()
+    kit_folds(str(comp))
+    assert made.equals(pd.read_csv(comp / "folds.csv", dtype=str))

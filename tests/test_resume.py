@@ -21,9 +21,9 @@ SEED = int(os.environ.get("KIT_TEST_SEED", random.randrange(10**6)))
 SAME_WORKER = pytest.mark.xdist_group("resume_reference")  # the reference run is made once, on one worker
 
 
-def _run(comp, out, *extra, fault="", exp=BASELINE):
-    """accelerate launch the baseline (or `exp`); with `fault`, expect it to die by SIGKILL there."""
-    args = [f"--comp={comp}", f"--out_dir={out}", *ARGS, *extra]
+def _run(comp, out, *extra, fault="", exp=BASELINE, base=ARGS):
+    """accelerate launch the baseline (or `exp`, with `base` args); with `fault`, expect it to die by SIGKILL there."""
+    args = [f"--comp={comp}", f"--out_dir={out}", *base, *extra]
     if not fault:
         return launch(exp, *args)
     cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(ROOT / "accelerate_config.yaml"), str(exp), *args]

@@ -129,3 +129,31 @@ def test_multiclass_target_is_a_class_index_map(tmp_path):
     assert target.dtype == torch.long and target.shape == (8, 6)
     assert set(target.unique().tolist()) == {0, 1, 2}
     assert np.array_equal(ds.targets.numpy()[0, 1], asymmetric(seed=4))
+
+
+def test_augmentation_is_drawn_per_row_and_epoch(tmp_path):
+    """As for images: row i of epoch e gets the same augmentation whatever came before it (exact resume)."""
+    m = asymmetric()
+    comp = write_comp(tmp_path, {"mode": "binary", "source": "rle"}, ["ship"], ["rle"],
+                      rows={"rle": [rle_encode(m), rle_encode(asymmetric(seed=2)), ""]})
+    pipeline = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.Transpose(p=0.5), ToTensorV2()])
+    ds = SegDataset(comp, mask_spec(comp), comp.read_train(), [comp.image_path(i, "train") for i in "abc"],
+                    pipeline)
+    ds.seed_augmentation(7)
+
+    def draws(epoch, rows):
+        ds.set_epoch(epoch)
+        return [(ds[i]["image"].clone(), ds[i]["mask"].clone()) for i in rows]
+
+    first = draws(0, [0, 1])
+    again = draws(0, [1, 0])[::-1]  # another order, other draws in between: the same views
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    views = {draws(e, [0])[0][1].numpy().tobytes() for e in range(8)}
+    assert len(views) > 1  # a new draw each epoch
+    raw = cv2.cvtColor(cv2.imread(str(comp.root / "train" / "a.png")), cv2.COLOR_BGR2RGB)
+    for e in range(8):  # image and mask always moved together: the mask's view is the image's
+        image, mask = draws(e, [0])[0]
+        turn = lambda x, t, flip: np.flip(np.swapaxes(x, 0, 1) if t else x, flip)  # noqa: E731
+        views = [(turn(raw, t, flip), turn(m, t, flip)) for t in (False, True) for flip in ((), (0,), (1,), (0, 1))]
+        [seen_m] = [vm for vi, vm in views if np.array_equal(image.permute(1, 2, 0).numpy(), vi)]
+        assert np.array_equal(mask[0].numpy(), seen_m)

@@ -267,3 +267,15 @@ def test_kit_sweep_names_a_storage_it_cannot_open(tmp_path):
     assert not (tmp_path / "runs").exists()
     r = kit("sweep", str(path), "--trials=1", f"--runs={tmp_path / 'runs'}", "--heartbeat=0.5", check=False)
     assert r.returncode != 0 and "--heartbeat=0.5: at least 1 second" in r.stderr
+
+
+def test_hyperband_sees_each_folds_epochs_in_fold_number_order(tmp_path):
+    from kit.sweep import epoch_values
+    run = tmp_path / "run"
+    for fold, scores in {10: [0.7, 0.8], 2: [0.1, 0.2, 0.3]}.items():
+        (run / f"fold{fold}").mkdir(parents=True)
+        rows = [json.dumps({"fold": fold, "epoch": e, "valid/score": s}) for e, s in enumerate(scores)]
+        (run / f"fold{fold}" / "metrics.jsonl").write_text("\n".join(rows) + "\n{\"epoch\": 2, \"valid/sc")
+    (run / "fold_extra").mkdir()  # not a fold folder
+    (run / "fold_extra" / "metrics.jsonl").write_text(json.dumps({"valid/score": 9.0}))
+    assert epoch_values(run, "cv/score") == [0.1, 0.2, 0.3, 0.7, 0.8]  # fold 2's epochs, then fold 10's
