@@ -84,7 +84,7 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     if all_folds and kept:
         write_confusion(run_dir, comp, trainer.train_df, pd.read_parquet(run.table("oof_tta")), "confusion_tta.png")
     info = {"views": views if kept else ["none"], "method": method, "folds": list(models), "all_folds": all_folds,
-            "metric": comp.metric, "cv": primary["cv"], "cv_tta": primary["cv_tta"] if kept else primary["cv"],
+            "metric": comp.metric, "cv": primary["cv"], "cv_tta": primary["cv_tta"],
             "oof_tta": "oof_tta.parquet" if kept else None, "tta_views": views, "primary": names[0],
             "schemes": scores, "cv_schemes": {n: s["cv_tta" if kept else "cv"] for n, s in scores.items()},
             **decision, "kept": kept, "fold_tests": done["fold_tests"],

@@ -47,8 +47,10 @@ def fold_test_table(run_dir: Path, fold: int) -> Path:
 
 def label_source(run_dir: Path, folds: list[int]) -> dict:
     """Which predictions the pseudo-labels come from: per fold the table, and the TTA views when there are any."""
-    tables = {str(k): str(fold_test_table(run_dir, k).relative_to(run_dir)) for k in folds}
-    tta = any(t.endswith("test_tta.parquet") for t in tables.values())
+    run = RunDir(run_dir)
+    paths = {k: fold_test_table(run_dir, k) for k in folds}
+    tta = any(path != run.table("test", k) for k, path in paths.items())
+    tables = {str(k): str(path.relative_to(run_dir)) for k, path in paths.items()}
     info = (current_predict(run_dir) or {}) if tta else {}
     return {"run": Path(run_dir).name, "tta": tta, "views": info.get("views", ["none"]),
             "method": info.get("method"), "tables": tables}

@@ -95,7 +95,7 @@ def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     """The run's CV and which folds it covers: cv.json when complete, else the folds scored so far."""
     cv = RunDir(run_dir).read_json("cv") or {}
     tta = current_predict(run_dir)
-    if tta and tta.get("all_folds") and tta.get("cv_tta") is not None:  # test.parquet has TTA: so must the CV
+    if tta and tta.get("all_folds") and tta.get("cv_tta") is not None and tta.get("kept", True):  # so must the CV
         return float(tta["cv_tta"]), "all"
     if cv.get("cv") is not None:
         return float(cv["cv"]), "all"
