@@ -126,7 +126,6 @@ def test_a_tta_submission_carries_tta_scheme_cvs_to_the_ledger_and_cvlb(trained,
 
 
 def test_pseudo_labels_come_from_each_folds_tta_predictions(trained, predicted):
-    from kit.pseudo import format_source, label_source
     run, comp = trained["run"], trained["comp"]
     tables = {k: pd.read_parquet(run / f"fold{k}" / "test_tta.parquet") for k in (0, 1)}
     test = pd.read_parquet(run / "test.parquet")
@@ -141,6 +140,7 @@ def test_pseudo_labels_come_from_each_folds_tta_predictions(trained, predicted):
     for k in (0, 1):
         np.testing.assert_allclose(pseudo[pseudo.fold == k][comp.classes].to_numpy(),
                                    tables[k][comp.classes].to_numpy(), atol=1e-6)
+    from kit.pseudo import format_source, label_source
     source = label_source(run, [0, 1])
     assert source["tta"] and source["views"] == ["none", "rot90", "rot180", "rot270"]
     assert source["tables"] == {"0": "fold0/test_tta.parquet", "1": "fold1/test_tta.parquet"}
