@@ -148,3 +148,23 @@ def test_pseudo_labels_come_from_each_folds_tta_predictions(trained, predicted):
 
     predict_run("sch", "none", runs=trained["runs"], oof=False)  # no views: no TTA tables left to label from
     assert not list(run.glob("fold*/test_tta.parquet"))
+
+
+def test_the_deciding_scheme_alone_keeps_or_drops_the_views(tmp_path):
+    from kit import Competition
+    from kit.tta_judge import format_judgement, judge_tta
+    scores = {"plain": {"cv": 0.80, "cv_tta": 0.74}, "testlike": {"cv": 0.62, "cv_tta": 0.66}}
+    d = judge_tta(scores, "testlike", "recommended by kit cvlb")
+    assert d["kept"] and not judge_tta(scores, "plain", "the run's own")["kept"]
+    assert judge_tta(scores, "plain", "the run's own", keep="always")["kept"]
+    lines = format_judgement("macro_f1", scores, d, "plain")
+    assert lines[1] == "  plain: without TTA: 0.8000  with TTA: 0.7400  (run's own)"
+    assert lines[-1] == "TTA kept, judged on testlike (recommended by kit cvlb): 0.6200 -> 0.6600 with TTA"
+    with pytest.raises(ValueError, match="keep_tta"):
+        judge_tta(scores, "plain", "", keep="sometimes")
+    comp = Competition(root=tmp_path, name="x", classes=["a", "b"])
+    assert recommend_scheme(comp, ["plain", "testlike"], tmp_path / "no_ledger.db")[0] == "plain"
+    (tmp_path / "adval").mkdir()  # no scored submission yet: kit adval's most test-like view decides
+    (tmp_path / "adval" / "adval.json").write_text(json.dumps({"chosen_aug": "testlike"}))
+    assert recommend_scheme(comp, ["plain", "testlike"], tmp_path / "no_ledger.db") == (
+        "testlike", "most test-like view by kit adval; no scored submission yet")
