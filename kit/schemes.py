@@ -44,7 +44,8 @@ def scheme_dataset(trainer, valid_ds, scheme: str):
     if scheme == primary_scheme(cfg):
         return valid_ds
     plain, norm = scheme == "plain", trainer.norm
-    transform = build_eval_transforms(cfg.img_size, norm) if plain else build_train_transforms(scheme, cfg.img_size, norm)
+    transform = (build_eval_transforms(cfg.img_size, norm) if plain
+                 else build_train_transforms(scheme, cfg.img_size, norm))
     ds = ImageDataset(valid_ds.paths, valid_ds.targets.numpy(), transform, None if plain else cfg.seed)
     ds.ids = list(valid_ds.ids)
     return ds
