@@ -186,24 +186,37 @@ def folds(comp: str = "data/demo", n: int = 5, scheme: str = "", seed: int = 42,
 
 
 def predict(exp: str, tta: str = "none", method: str = "mean", runs: str = "runs", batch_size: int = 0,
-            num_workers: int = -1, max_batch: int = -1, oof: bool = True) -> None:
-    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views; --oof=false: test images only."""
+            num_workers: int = -1, max_batch: int = -1, oof: bool = True, keep_tta: str = "auto",
+            out: str = "submissions") -> None:
+    """Test (and OOF) probabilities of runs/<exp> over fold models x TTA views; --oof=false: test images only.
+
+    CV without and with the views under every validation scheme of the run; the scheme `kit cvlb` recommends
+    (ledger in --out) decides whether they are kept (--keep_tta=always keeps them whatever it says).
+    """
     from .competition import CompetitionError
     from .predict import predict_run
     from .rundir import RunDir
     from .tasks import task_of
+    from .tta_judge import format_judgement
     run = RunDir(Path(runs) / exp)  # untrained: predict_run says what is missing
     if run.has_config() and task_of(run.competition()).masks:  # masks: views undone, fold mean
         return predict_seg(exp, runs, "" if tta == "none" else tta, batch_size)
     try:
-        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch, _flag(oof))
+        info = predict_run(exp, tta, method, runs, batch_size, num_workers, max_batch, _flag(oof), keep_tta,
+                           Path(out) / "ledger.db")
     except (CompetitionError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"kit predict: {e}") from None
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    print(f"{exp}: {len(info['folds'])} fold model(s) x {len(info['views'])} view(s) ({','.join(info['views'])}, "
-          f"{info['method']})")
-    print(f"CV {info['metric']} without TTA: {fmt(info['cv'])}  with TTA: {fmt(info['cv_tta'])}")
-    print(f"wrote {info['test']}" + (f" and {info['oof_tta']}" if info["oof_tta"] else " (test images only)"))
+    print(f"{exp}: {len(info['folds'])} fold model(s) x {len(info.get('tta_views', info['views']))} view(s) "
+          f"({','.join(info.get('tta_views', info['views']))}, {info['method']})")
+    if info.get("schemes"):
+        print("\n".join(format_judgement(info["metric"], info["schemes"], info, info["primary"])))
+    else:
+        print(f"CV {info['metric']} without TTA: {fmt(info['cv'])}  with TTA: {fmt(info['cv_tta'])}")
+    if info.get("fold_tests"):
+        print(f"per-fold test tables with TTA (pseudo-labels read them): {', '.join(info['fold_tests'].values())}")
+    print(f"wrote {info['test']}" + (f" and {info['oof_tta']}" if info["oof_tta"] else
+                                     "" if info.get("schemes") else " (test images only)"))
 
 
 def ensemble(*exps: str, method: str = "soft", name: str = "", runs: str = "runs", seed: int = 0) -> None:

@@ -91,8 +91,12 @@ def is_segmentation(trainer: Trainer) -> bool:
 
 
 def predict_member(trainer: Trainer, weights: dict[int, Path], views: list[str], method: str = "mean",
-                   batch_size: int = 0, num_workers: int = -1, max_batch: int = -1) -> tuple[list, np.ndarray]:
-    """(test ids, probabilities averaged over the fold models) with the given TTA views."""
+                   batch_size: int = 0, num_workers: int = -1, max_batch: int = -1,
+                   fold_probs: list | None = None) -> tuple[list, np.ndarray]:
+    """(test ids, probabilities averaged over the fold models) with the given TTA views.
+
+    fold_probs, when given a list, receives each fold model's probabilities (classification only).
+    """
     cfg = trainer.config
     models = [load_fold_model(trainer, p) for p in weights.values()]
     ds = trainer.build_test_dataset()
@@ -106,6 +110,8 @@ def predict_member(trainer: Trainer, weights: dict[int, Path], views: list[str],
             total = p if total is None else total + p
         return list(ds.ids), total / len(per_fold)
     per_fold = predict_dataset(trainer, models, ds, views, method, bs, nw, "test", max_batch)
+    if fold_probs is not None:  # each fold model's own table, for pseudo-labels that must not mix folds
+        fold_probs.extend(per_fold)
     return list(ds.ids), np.mean(per_fold, 0)
 
 
@@ -121,8 +127,13 @@ def run_views(run_dir: Path, cfg, tta: str = "", method: str = "") -> tuple[list
 
 
 def predict_run_test(run_dir: Path, tta: str = "", method: str = "", batch_size: int = 0, num_workers: int = -1,
-                     max_batch: int = -1, device: str = "", out_dir: Path | None = None) -> dict:
-    """A run folder's test predictions through the test-only path: test.parquet or test_masks.npz in out_dir."""
+                     max_batch: int = -1, device: str = "", out_dir: Path | None = None,
+                     fold_tables: bool = False) -> dict:
+    """A run folder's test predictions through the test-only path: test.parquet or test_masks.npz in out_dir.
+
+    fold_tables: also each fold model's TTA'd table, fold<k>/test_tta.parquet of the run (what pseudo-labels
+    read); with no views there is none, and an older one is removed.
+    """
     run_dir, run = Path(run_dir), RunDir(run_dir)
     if not run.has_config():
         raise FileNotFoundError(f"{run.config_path} not found: train the experiment first")
@@ -130,11 +141,29 @@ def predict_run_test(run_dir: Path, tta: str = "", method: str = "", batch_size:
     trainer = open_member(run.config_path, cls, name=run_dir.name, device=device, out_dir=str(run_dir.parent))
     views, method = run_views(run_dir, trainer.config, tta, method)
     weights = run_weights(run_dir)
-    ids, probs = predict_member(trainer, weights, views, method, batch_size, num_workers, max_batch)
+    per_fold = [] if fold_tables and not is_segmentation(trainer) else None
+    ids, probs = predict_member(trainer, weights, views, method, batch_size, num_workers, max_batch, per_fold)
     out = Path(out_dir or run_dir)
     path = write_test(trainer, out, ids, probs)
+    written = write_fold_tta(run, trainer.comp, ids, dict(zip(weights, per_fold)) if views != ["none"] else {}) \
+        if per_fold is not None else {}
     trainer.accelerator.free_memory()
-    return {"views": views, "method": method, "folds": list(weights), "path": str(path), "trainer": trainer}
+    return {"views": views, "method": method, "folds": list(weights), "path": str(path), "trainer": trainer,
+            "fold_tests": written}
+
+
+def write_fold_tta(run: RunDir, comp, ids: list, per_fold: dict[int, np.ndarray]) -> dict[str, str]:
+    """fold<k>/test_tta.parquet for each fold model given ({fold: path in the run}); stale ones are removed."""
+    from .tables import write_probs
+    for old in run.path.glob("fold*/test_tta.parquet"):
+        if not old.parent.name[4:].isdigit() or int(old.parent.name[4:]) not in per_fold:
+            old.unlink()
+    written = {}
+    for k, probs in per_fold.items():
+        path = run.table("test_tta", k)
+        write_probs(path, ids, probs, comp)
+        written[str(k)] = str(path.relative_to(run.path))
+    return written
 
 
 def write_test(trainer: Trainer, out: Path, ids: list, probs: np.ndarray) -> Path:

@@ -11,9 +11,11 @@ from . import folds as folds_mod
 from .infer import load_experiment_class, predict_dataset, predict_run_test
 from .models import load_state_dict
 from .rundir import RunDir
+from .schemes import run_schemes, scheme_dataset, scheme_table
 from .tables import output_columns, score_oof, write_confusion
 from .trainer import Trainer
 from .tta import COMBINE, parse_views
+from .tta_judge import judge_tta, recommend_scheme
 
 
 def open_run(exp: str, runs: str | Path = "runs", **overrides) -> Trainer:
@@ -43,62 +45,88 @@ def fold_models(trainer: Trainer) -> dict[int, torch.nn.Module]:
 
 
 def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | Path = "runs", batch_size: int = 0,
-                num_workers: int = -1, max_batch: int = -1, oof: bool = True) -> dict:
-    """Write runs/<exp>/test.parquet (fold models x views) and oof_tta.parquet; return CV without and with TTA.
+                num_workers: int = -1, max_batch: int = -1, oof: bool = True, keep: str = "auto",
+                ledger: str | Path | None = None) -> dict:
+    """Write runs/<exp>/test.parquet (fold models x views) and the OOF with the same views under every validation
+    scheme; return CV without and with TTA per scheme, and whether the views are kept.
 
+    The scheme that decides is the one `kit cvlb` recommends from the ledger at `ledger` (else kit adval's view,
+    else the run's own): keep=auto drops views that lower its CV and predicts the test set again without them.
     The test table comes from the test-only path (kit.infer); oof=False stops there, with no train data read.
     """
     views = parse_views(tta)
     if method not in COMBINE:
         raise ValueError(f"--method={method!r}: choose one of {COMBINE}")
-    run_dir = Path(runs) / exp
-    done = predict_run_test(run_dir, ",".join(views), method, batch_size, num_workers, max_batch)
+    judge_tta({"x": {"cv": None, "cv_tta": None}}, "x", "", keep)  # a bad --keep_tta fails before any work
+    run_dir, run = Path(runs) / exp, RunDir(Path(runs) / exp)
+    done = predict_run_test(run_dir, ",".join(views), method, batch_size, num_workers, max_batch, fold_tables=True)
     comp = done["trainer"].comp
     if not oof:
         info = {"views": views, "method": method, "folds": done["folds"], "all_folds": False, "metric": comp.metric,
-                "cv": None, "cv_tta": None, "oof_tta": None, "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}
-        RunDir(run_dir).write_json("predict", info)
+                "cv": None, "cv_tta": None, "oof_tta": None, "fold_tests": done["fold_tests"],
+                "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}
+        run.write_json("predict", info)
         return {**info, "test": str(run_dir / "test.parquet")}
     overrides = {"batch_size": int(batch_size)} if batch_size else {}
     if num_workers >= 0:
         overrides["num_workers"] = int(num_workers)
     trainer = open_run(exp, runs, **overrides)
     _check_folds_unchanged(trainer, run_dir)
-    cfg = trainer.config
     models = fold_models(trainer)
-    # OOF: each fold model on its own validation rows, so CV says whether the views help
-    oof_parts, plain_parts = [], []
-    for k, model in models.items():
-        valid_ds = trainer.build_datasets(k)[1]
-        [probs] = predict_dataset(trainer, [model], valid_ds, views, method, cfg.batch_size, cfg.num_workers,
-                                   f"fold {k} OOF", max_batch)
-        part = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
-        part.insert(0, comp.id_column, [str(i) for i in valid_ds.ids])
-        oof_parts.append(part)
-        plain = run_dir / f"fold{k}" / "oof.parquet"
-        if plain.exists():
-            plain_parts.append(pd.read_parquet(plain))
-    oof_tta = pd.concat(oof_parts, ignore_index=True)
-    oof_tta.to_parquet(run_dir / "oof_tta.parquet", index=False)
-    scored = score_oof(comp, trainer.train_df, oof_tta)
-    plain = pd.concat(plain_parts, ignore_index=True) if len(plain_parts) == len(models) else None
-    cv = score_oof(comp, trainer.train_df, plain)["score"] if plain is not None else None
+    scores, primary_scored = score_schemes(trainer, run, models, views, method, max_batch)
+    names = run_schemes(trainer.config)
+    decision = judge_tta(scores, *recommend_scheme(comp, names, ledger), keep)
+    if views != ["none"] and not decision["kept"]:  # the test table, and the fold tables, without the views
+        done = predict_run_test(run_dir, "none", method, batch_size, num_workers, max_batch, fold_tables=True)
+    kept = decision["kept"] or views == ["none"]
+    primary = scores[names[0]]
     all_folds = len(models) == trainer.folds.fold.nunique()
-    if all_folds:
-        write_confusion(run_dir, comp, trainer.train_df, oof_tta, "confusion_tta.png")
-    info = {"views": views, "method": method, "folds": list(models), "all_folds": all_folds, "metric": comp.metric,
-            "cv": cv, "cv_tta": scored["score"], "oof_tta": "oof_tta.parquet",
+    if all_folds and kept:
+        write_confusion(run_dir, comp, trainer.train_df, pd.read_parquet(run.table("oof_tta")), "confusion_tta.png")
+    info = {"views": views if kept else ["none"], "method": method, "folds": list(models), "all_folds": all_folds,
+            "metric": comp.metric, "cv": primary["cv"], "cv_tta": primary["cv_tta"],
+            "oof_tta": "oof_tta.parquet" if kept else None, "tta_views": views, "primary": names[0],
+            "schemes": scores, "cv_schemes": {n: s["cv_tta" if kept else "cv"] for n, s in scores.items()},
+            **decision, "kept": kept, "fold_tests": done["fold_tests"],
             "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}  # ties this record to that test table
-    run = RunDir(run_dir)
     run.write_json("predict", info)
     cv_json = run.read_json("cv")
     if cv_json is not None:  # per-class F1 with the views, beside the plain ones
-        cv_json["tta"] = {**{k: info[k] for k in ("views", "method", "cv_tta")},
-                          "per_class_f1": scored["per_class_f1"]}
+        cv_json["tta"] = {"views": views, "method": method, "cv_tta": primary["cv_tta"],
+                          "per_class_f1": primary_scored["per_class_f1"]}
         run.write_json("cv", cv_json)
-    info.update(test=str(run_dir / "test.parquet"), oof_tta=str(run_dir / "oof_tta.parquet"))
+    info.update(test=str(run_dir / "test.parquet"), oof_tta=str(run.table("oof_tta")) if kept else None)
     trainer.accelerator.free_memory()
     return info
+
+
+def score_schemes(trainer: Trainer, run: RunDir, models: dict, views: list[str], method: str,
+                  max_batch: int) -> tuple[dict, dict]:
+    """({scheme: {cv, cv_tta}}, the run's own scheme scored with TTA): each fold model on its own validation rows
+    under every scheme, with the views; oof_tta.parquet (the run's own scheme) and oof_tta_<scheme>.parquet."""
+    cfg, comp = trainer.config, trainer.comp
+    names = run_schemes(cfg)
+    parts = {n: [] for n in names}
+    for k, model in models.items():
+        valid_ds = trainer.build_datasets(k)[1]
+        for name in names:
+            ds = scheme_dataset(trainer, valid_ds, name)
+            [probs] = predict_dataset(trainer, [model], ds, views, method, cfg.batch_size, cfg.num_workers,
+                                       f"fold {k} OOF {name}", max_batch)
+            part = pd.DataFrame(probs.astype(np.float32), columns=output_columns(comp))
+            part.insert(0, comp.id_column, [str(i) for i in valid_ds.ids])
+            parts[name].append(part)
+    scores, primary_scored = {}, None
+    for name in names:
+        oof_tta = pd.concat(parts[name], ignore_index=True)
+        oof_tta.to_parquet(run.table(scheme_table(cfg, name).replace("oof", "oof_tta", 1)), index=False)
+        scored = score_oof(comp, trainer.train_df, oof_tta)
+        primary_scored = primary_scored or scored
+        plain = [run.table(scheme_table(cfg, name), k) for k in models]
+        cv = score_oof(comp, trainer.train_df, pd.concat(map(pd.read_parquet, plain), ignore_index=True))["score"] \
+            if all(p.exists() for p in plain) else None
+        scores[name] = {"cv": cv, "cv_tta": scored["score"]}
+    return scores, primary_scored
 
 
 def _check_folds_unchanged(trainer: Trainer, run_dir: Path) -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .competition import Competition, CompetitionError, load_competition
 from .rundir import RunDir
-from .tables import output_columns
+from .tables import current_predict, output_columns
 from .tasks import task_of
 
 
@@ -34,12 +34,26 @@ def select_rows(probs: np.ndarray, threshold: float = 0.9, per_class_top: int = 
 
 
 def fold_test_table(run_dir: Path, fold: int) -> Path:
-    """The test predictions of one fold model: TTA'd when `kit predict` wrote them, else plain."""
-    for name in ("test_tta.parquet", "test.parquet"):
-        path = run_dir / f"fold{fold}" / name
-        if path.exists():
-            return path
+    """The test predictions of one fold model: TTA'd when `kit predict` wrote them for this test table, else plain."""
+    run = RunDir(run_dir)
+    tta = (current_predict(run_dir) or {}).get("fold_tests") or {}
+    if str(fold) in tta and (run.path / tta[str(fold)]).exists():
+        return run.path / tta[str(fold)]
+    path = run.table("test", fold)
+    if path.exists():
+        return path
     raise CompetitionError(f"{run_dir}/fold{fold}: no test predictions (train with predict_test, or run kit predict)")
+
+
+def label_source(run_dir: Path, folds: list[int]) -> dict:
+    """Which predictions the pseudo-labels come from: per fold the table, and the TTA views when there are any."""
+    run = RunDir(run_dir)
+    paths = {k: fold_test_table(run_dir, k) for k in folds}
+    tta = any(path != run.table("test", k) for k, path in paths.items())
+    tables = {str(k): str(path.relative_to(run_dir)) for k, path in paths.items()}
+    info = (current_predict(run_dir) or {}) if tta else {}
+    return {"run": Path(run_dir).name, "tta": tta, "views": info.get("views", ["none"]),
+            "method": info.get("method"), "tables": tables}
 
 
 def make_pseudo_table(run_dir: Path, comp: Competition, folds: list[int], threshold: float,
@@ -116,15 +130,20 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
         round_dir, run = runs_dir / name, RunDir(runs_dir / name)
         round_dir.mkdir(parents=True, exist_ok=True)
         table_path = round_dir / "pseudo.parquet"
-        if not table_path.exists():  # a resumed round keeps the labels it was started with
+        source = (run.read_json("pseudo") or {}).get("labels_from")
+        if not table_path.exists() or source is None:  # a resumed round keeps the labels it was started with
+            source = label_source(parent_dir, folds)
+        if not table_path.exists():
             table = make_pseudo_table(parent_dir, comp, folds, threshold, per_class_top, soft)
             check_pseudo(table, comp, train_ids, table_path)
             table.to_parquet(table_path.with_suffix(".tmp"), index=False)
             table_path.with_suffix(".tmp").replace(table_path)
         table = pd.read_parquet(table_path)
         meta = {"round": r, "parent": parent_dir.name, "root": exp, "threshold": threshold,
-                "per_class_top": per_class_top, "soft": soft, **summarize_round(table, comp, previous)}
+                "per_class_top": per_class_top, "soft": soft, "labels_from": source,
+                **summarize_round(table, comp, previous)}
         run.write_json("pseudo", meta)
+        print(format_source(r, source))
         if run.read_json("cv") is None:
             args = [f"--name={name}", "--fold=all", f"--pseudo={table_path}", f"--out_dir={runs_dir}",
                     f"--comp={base_cfg.comp}", *(extra_args or [])]
@@ -154,6 +173,13 @@ def submit_round(name: str, runs: str | Path = "runs", out: str | Path = "submis
         if ledger_path.exists() else []
     row = done[-1] if done else submit_run(name, f"pseudo-label round {name}", runs, out, target=target)
     return {"ledger_id": row["id"], "public": row["public"], "private": row["private"]}
+
+
+def format_source(r: int, source: dict) -> str:
+    """Which predictions a round labels from, in one line."""
+    how = f"with TTA ({','.join(source['views'])}, {source['method']})" if source["tta"] else "plain (no TTA)"
+    return f"round {r}: labels from {source['run']}'s per-fold test predictions {how}: " + \
+        ", ".join(source["tables"].values())
 
 
 def format_round(meta: dict, comp: Competition) -> str:

@@ -138,9 +138,14 @@ def _sections(info: dict, ctx: dict) -> list[tuple[str, str]]:
         out.append(("Validation schemes", table(["scheme", "CV"], list(lin["cv_schemes"].items()))))
     pred = info["predict"]
     if pred:
-        out.append(("Test-time augmentation", table(["views", "method", "folds", "CV without TTA", "CV with TTA"], [[
-            ", ".join(pred.get("views", [])), pred.get("method"), ", ".join(map(str, pred.get("folds", []))),
-            pred.get("cv"), pred.get("cv_tta")]], sortable=False)))
+        schemes = pred.get("schemes") or {"": {"cv": pred.get("cv"), "cv_tta": pred.get("cv_tta")}}
+        judge = pred.get("judged_on")
+        out.append(("Test-time augmentation", table(
+            ["views", "method", "folds", "scheme", "CV without TTA", "CV with TTA", "kept"], [[
+                ", ".join(pred.get("tta_views") or pred.get("views", [])), pred.get("method"),
+                ", ".join(map(str, pred.get("folds", []))), name + (" (decides)" if name == judge else ""),
+                s.get("cv"), s.get("cv_tta"), "yes" if pred.get("kept", True) else "no"]
+                for name, s in schemes.items()], sortable=False)))
     if info["ensemble"]:
         weights, mcv = cv.get("weights") or lin.get("members") or {}, cv.get("members_cv") or {}
         if not isinstance(weights, dict):

@@ -1,9 +1,9 @@
 """The run folder `runs/<exp>/`: the one module that knows its files' names and formats.
 
 config.yaml (the resolved config), lineage.json (what produced the run), cv.json (the OOF score),
-predict.json (TTA), schemes.json, ensemble.json, pseudo.json, summary.json; oof/test tables;
-fold<k>/ with each fold's tables, weights, logs and done.json (the fold finished: a relaunch skips it).
-Other modules ask a RunDir for them.
+predict.json (TTA), schemes.json, ensemble.json, pseudo.json, summary.json; oof/test tables (and with TTA:
+oof_tta[_<scheme>], fold<k>/test_tta); fold<k>/ with each fold's tables, weights, logs and done.json (the
+fold finished: a relaunch skips it). Other modules ask a RunDir for them.
 """
 from __future__ import annotations
 

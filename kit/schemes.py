@@ -28,14 +28,34 @@ def extra_schemes(cfg) -> list[str]:
     return [s for s in dict.fromkeys(names) if s != primary_scheme(cfg)]
 
 
+def run_schemes(cfg) -> list[str]:
+    """Every scheme a run scores: its own first, then the extra ones."""
+    return [primary_scheme(cfg), *extra_schemes(cfg)]
+
+
+def scheme_table(cfg, scheme: str) -> str:
+    """The fold table (without .parquet) that holds a scheme's OOF: `oof` for the run's own, else oof_<scheme>."""
+    return "oof" if scheme == primary_scheme(cfg) else f"oof_{scheme}"
+
+
+def scheme_dataset(trainer, valid_ds, scheme: str):
+    """A fold's validation rows as `scheme` sees them: the run's own dataset, or one fixed seeded view per row."""
+    cfg = trainer.config
+    if scheme == primary_scheme(cfg):
+        return valid_ds
+    plain, norm = scheme == "plain", trainer.norm
+    transform = (build_eval_transforms(cfg.img_size, norm) if plain
+                 else build_train_transforms(scheme, cfg.img_size, norm))
+    ds = ImageDataset(valid_ds.paths, valid_ds.targets.numpy(), transform, None if plain else cfg.seed)
+    ds.ids = list(valid_ds.ids)
+    return ds
+
+
 def predict_schemes(trainer, valid_ds) -> None:
     """Predict a fold's validation rows under every extra scheme; write fold<k>/oof_<scheme>.parquet."""
     cfg, acc = trainer.config, trainer.accelerator
     for scheme in extra_schemes(cfg):
-        plain = scheme == "plain"
-        norm = trainer.norm
-        transform = build_eval_transforms(cfg.img_size, norm) if plain else build_train_transforms(scheme, cfg.img_size, norm)
-        ds = ImageDataset(valid_ds.paths, valid_ds.targets.numpy(), transform, None if plain else cfg.seed)
+        ds = scheme_dataset(trainer, valid_ds, scheme)
         loader = acc.prepare_data_loader(build_loader(ds, cfg.batch_size, cfg.num_workers, shuffle=False))
         probs = trainer.predict_loader(loader)
         if acc.is_main_process:
@@ -49,7 +69,7 @@ def collect_schemes(run_dir: Path, cfg, comp, train_df: pd.DataFrame) -> dict | 
     extras = extra_schemes(cfg)
     if not extras:
         return None
-    names = {primary_scheme(cfg): "oof.parquet", **{s: f"oof_{s}.parquet" for s in extras}}
+    names = {s: f"{scheme_table(cfg, s)}.parquet" for s in run_schemes(cfg)}
     folds = sorted(int(d.name[4:]) for d in run_dir.glob("fold*")
                    if d.name[4:].isdigit() and all((d / f).exists() for f in names.values()))
     if not folds:

@@ -95,7 +95,7 @@ def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     """The run's CV and which folds it covers: cv.json when complete, else the folds scored so far."""
     cv = RunDir(run_dir).read_json("cv") or {}
     tta = current_predict(run_dir)
-    if tta and tta.get("all_folds") and tta.get("cv_tta") is not None:  # test.parquet has TTA: so must the CV
+    if tta and tta.get("all_folds") and tta.get("cv_tta") is not None and tta.get("kept", True):  # so must the CV
         return float(tta["cv_tta"]), "all"
     if cv.get("cv") is not None:
         return float(cv["cv"]), "all"
@@ -127,8 +127,15 @@ def run_lineage(run_dir: Path, comp: Competition) -> dict:
     return {"experiments": experiments, "members": members, "git_commit": lineage.get("commit"),
             "git_dirty": lineage.get("dirty"), "config": config, "data_hash": lineage.get("data_hash"),
             "folds_hash": lineage.get("folds_hash"), "cv": cv, "cv_folds": cv_folds, "metric": comp.metric,
-            "tta": current_predict(run_dir), "pseudo": pseudo_lineage(run_dir),
-            "cv_schemes": (run.read_json("schemes") or {}).get("cv")}
+            "tta": current_predict(run_dir), "pseudo": pseudo_lineage(run_dir), "cv_schemes": run_schemes_cv(run)}
+
+
+def run_schemes_cv(run: RunDir) -> dict | None:
+    """{scheme: CV} of the run's test table: with the views `kit predict` kept (every fold), else schemes.json's."""
+    tta = current_predict(run.path)
+    if tta and tta.get("all_folds") and tta.get("cv_schemes"):
+        return tta["cv_schemes"]
+    return (run.read_json("schemes") or {}).get("cv")
 
 
 def pseudo_lineage(run_dir: Path) -> dict | None:
@@ -136,7 +143,8 @@ def pseudo_lineage(run_dir: Path) -> dict | None:
     meta = RunDir(run_dir).read_json("pseudo")
     if not meta:
         return None
-    keep = ("round", "parent", "root", "threshold", "per_class_top", "soft", "rows", "unique_ids", "per_class")
+    keep = ("round", "parent", "root", "threshold", "per_class_top", "soft", "labels_from", "rows", "unique_ids",
+            "per_class")
     return {k: meta[k] for k in keep if k in meta}
 
 

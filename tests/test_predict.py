@@ -52,7 +52,7 @@ def test_all_folds_under_ddp_then_predict_with_tta(demo_copy, tmp_path):
     np.testing.assert_allclose(_probs(run / "test.parquet", comp, trained_test.id), trained_test[comp.classes],
                                atol=1e-5)
 
-    r = kit("predict", "exp001_baseline", "--tta=hflip", f"--runs={runs}", cwd=tmp_path)
+    r = kit("predict", "exp001_baseline", "--tta=hflip", "--keep_tta=always", f"--runs={runs}", cwd=tmp_path)
     without, with_tta = map(float, re.search(r"without TTA: ([\d.]+)\s+with TTA: ([\d.]+)", r.stdout).groups())
     oof_tta = pd.read_parquet(run / "oof_tta.parquet")
     assert oof_tta.id.is_unique and sorted(oof_tta.id) == sorted(train.id)

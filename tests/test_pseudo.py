@@ -106,6 +106,7 @@ def test_two_rounds_end_to_end(demo_copy, tmp_path):
     for k in (1, 2):
         meta = json.loads((tmp_path / f"base_pl{k}" / "pseudo.json").read_text())
         assert meta["rows"] > 0 and sum(meta["per_class"].values()) == meta["rows"]
+        assert meta["labels_from"]["tta"] is False and f"round {k}: labels from base" in r.stdout  # no kit predict
         assert f"round {k}: +{meta['rows']} pseudo rows" in r.stdout and f"CV macro_f1 {meta['cv']:.4f}" in r.stdout
         oof = pd.read_parquet(tmp_path / f"base_pl{k}" / "oof.parquet")
         base_oof = pd.read_parquet(tmp_path / "base" / "oof.parquet")
