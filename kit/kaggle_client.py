@@ -14,6 +14,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 CREDENTIAL_ENV = ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_PASSWORD")
@@ -105,28 +106,44 @@ def _with_output(text: str, sink: io.StringIO) -> str:
     return f"{text} ({printed})" if printed else text
 
 
-def list_submissions(slug: str, api=None, max_pages: int = 20) -> list[dict]:
-    """Every submission Kaggle lists for `slug` (newest first) as plain dicts."""
+def list_submissions(slug: str, api=None, max_pages: int = 20, page_size: int = 100) -> list[dict]:
+    """Every submission Kaggle lists for `slug` (newest first) as plain dicts, through KaggleApi's public call."""
     api = api or make_api()
-    out, token = [], ""
-    with api.build_kaggle_client() as client:
-        from kagglesdk.competitions.types.competition_api_service import ApiListSubmissionsRequest
-        for _ in range(max_pages):
-            req = ApiListSubmissionsRequest()
-            req.competition_name = slug
-            req.page_size = 100
-            if token:
-                req.page_token = token
-            resp = client.competitions.competition_api_client.list_submissions(req)
-            for s in resp.submissions or []:
-                out.append({"ref": int(s.ref), "file_name": s.file_name, "description": s.description,
-                            "status": s.status.name.lower(), "public": _score(s.public_score),
-                            "private": _score(s.private_score), "error": s.error_description or "",
-                            "date": s.date.isoformat() if s.date else None})
-            token = resp.next_page_token
-            if not token:
-                break
+    out = []
+    for page in range(1, max_pages + 1):
+        with contextlib.redirect_stdout(io.StringIO()):
+            listed = api.competition_submissions(slug, page_number=page, page_size=page_size) or []
+        for s in listed:
+            out.append({"ref": int(s.ref), "file_name": s.file_name, "description": s.description,
+                        "status": s.status.name.lower(), "public": _score(s.public_score),
+                        "private": _score(s.private_score), "error": s.error_description or "",
+                        "date": _utc(s.date).isoformat() if s.date else None})
+        if len(listed) < page_size:
+            break
     return out
+
+
+@dataclass
+class DailyCount:
+    used: int  # submissions Kaggle counts for this team since 00:00 UTC (website and teammates included)
+    allowed_now: int | None  # how many more Kaggle accepts today; None when this kaggle release cannot say
+    source: str  # which public call gave the count
+
+
+def count_today(slug: str, api=None) -> DailyCount:
+    """Kaggle's own count of today's submissions to `slug`: its limits call, else today's rows of its list."""
+    api = api or make_api()
+    limits = getattr(api, "competition_get_submission_limits", None)  # kaggle >= 2.2.4
+    if limits is not None:
+        got = limits(slug)
+        return DailyCount(int(got.num_today), int(got.num_allowed_now), "competition_get_submission_limits")
+    day = datetime.now(timezone.utc).date().isoformat()
+    used = sum(1 for s in list_submissions(slug, api=api, max_pages=3) if (s["date"] or "")[:10] == day)
+    return DailyCount(used, None, "competition_submissions")
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def _score(text) -> float | None:

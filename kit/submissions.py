@@ -1,6 +1,7 @@
 """`kit submit`: a run's test table -> a checked CSV -> a ledger row -> a score (local, Kaggle or later)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -183,6 +184,7 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
     ledger = Ledger(Path(out) / "ledger.db")
     for line in finish_interrupted(ledger, Path(out)):
         print(line)
+    limit = None  # the daily limit, checked for Kaggle uploads only
     if where == "kaggle":
         from .kaggle_client import has_credentials
         if not comp.kaggle:
@@ -190,14 +192,14 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
         if not has_credentials():
             raise SubmissionError("no Kaggle credentials: ~/.kaggle/kaggle.json, ~/.kaggle/access_token, "
                                   "KAGGLE_API_TOKEN or KAGGLE_USERNAME + KAGGLE_KEY")
-        _check_daily_limit(ledger, comp, force)
+        limit = _check_daily_limit(ledger, comp, force, api)
     staged, path = stage_submission(comp, run_dir, Path(out))
     row = {"competition": comp.name, "comp_dir": str(comp.root), "kaggle_slug": comp.kaggle or None,
            "file": str(path), "sha256": file_hash(staged), "message": message,
            "target": where, "status": "pending", **run_lineage(run_dir, comp)}
     try:  # the CSV becomes final only once its row is committed; a failed commit leaves neither
         fault_point("submit_row")
-        row_id = _claim_row(ledger, comp, row, where, force)
+        row_id = _claim_row(ledger, comp, row, where, limit)
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
@@ -211,13 +213,13 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
     return _upload_kaggle(ledger, comp, path, row, row_id, api)
 
 
-def _claim_row(ledger: Ledger, comp: Competition, row: dict, where: str, force: bool) -> int:
+def _claim_row(ledger: Ledger, comp: Competition, row: dict, where: str, limit: "DailyLimit | None") -> int:
     """Commit the submission's row; a Kaggle row is claimed under the daily limit in the same transaction."""
     if where != "kaggle":
         return ledger.add(row)
     with ledger.transaction() as con:  # the count and the claim are one step: two submits cannot both pass
-        if not force and ledger.count_today(comp.kaggle, con) >= comp.daily_limit:
-            raise SubmissionError(_limit_text(comp))
+        if limit is not None and ledger.count_today(comp.kaggle, con) + limit.offsite >= limit.cap:
+            raise SubmissionError(_limit_text(comp, limit))
         return ledger.add({**row, "status": "uploading"}, con)
 
 
@@ -235,15 +237,39 @@ def _upload_kaggle(ledger: Ledger, comp: Competition, path: Path, row: dict, row
     return ledger.get(row_id)
 
 
-def _limit_text(comp: Competition) -> str:
-    return (f"daily limit reached: {comp.daily_limit} Kaggle submission(s) to {comp.kaggle} already today "
-            f"(UTC, competition.yaml daily_limit); resets at 00:00 UTC, or pass --force")
+@dataclass
+class DailyLimit:
+    cap: int  # the tighter of competition.yaml's daily_limit and what Kaggle allows today
+    offsite: int  # today's submissions Kaggle counts that this ledger does not have (website, teammates)
+    source: str  # where the count came from, for the refusal message
 
 
-def _check_daily_limit(ledger: Ledger, comp: Competition, force: bool) -> None:
-    """Refuse before any work when today's uploads already reach competition.yaml's daily_limit."""
-    if not force and ledger.count_today(comp.kaggle) >= comp.daily_limit:
-        raise SubmissionError(_limit_text(comp))
+def _limit_text(comp: Competition, limit: DailyLimit) -> str:
+    return (f"daily limit reached: {limit.cap} Kaggle submission(s) to {comp.kaggle} already today "
+            f"(UTC; counted by {limit.source}, competition.yaml daily_limit {comp.daily_limit}); "
+            "resets at 00:00 UTC, or pass --force")
+
+
+def _check_daily_limit(ledger: Ledger, comp: Competition, force: bool, api=None) -> DailyLimit | None:
+    """Refuse before any work when today's uploads reach the limit, counted by Kaggle where it answers."""
+    if force:
+        return None
+    from .kaggle_client import count_today, redact
+    local = ledger.count_today(comp.kaggle)
+    try:
+        kaggle = count_today(comp.kaggle, api)
+    except Exception as e:  # offline or refused: the ledger alone still guards this machine's uploads
+        print(f"Kaggle's submission count unavailable ({redact(f'{type(e).__name__}: {e}')[:160]}); "
+              "counting the local ledger only")
+        limit = DailyLimit(comp.daily_limit, 0, "the local ledger")
+    else:
+        cap = comp.daily_limit
+        if kaggle.allowed_now is not None:
+            cap = min(cap, kaggle.used + kaggle.allowed_now)
+        limit = DailyLimit(cap, max(0, kaggle.used - local), f"Kaggle ({kaggle.source}: {kaggle.used} today)")
+    if local + limit.offsite >= limit.cap:
+        raise SubmissionError(_limit_text(comp, limit))
+    return limit
 
 
 def score_local(ledger: Ledger, row_id: int, comp: Competition, path: Path) -> dict:
