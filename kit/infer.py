@@ -71,11 +71,10 @@ def open_member(config_path: Path, cls: type, comp: str | Path | None = None, na
 
 def run_weights(run_dir: Path) -> dict[int, Path]:
     """Each fold's best weights of a run folder, by fold number."""
-    found = {int(p.parent.name[4:]): p for p in Path(run_dir).glob("fold*/best.safetensors")
-             if p.parent.name[4:].isdigit()}
+    found = RunDir(run_dir).fold_files(RunDir(run_dir).weights)
     if not found:
         raise FileNotFoundError(f"{run_dir}: no fold*/best.safetensors to predict with: train the experiment first")
-    return dict(sorted(found.items()))
+    return found
 
 
 def load_fold_model(trainer: Trainer, path: Path):
@@ -120,7 +119,7 @@ def run_views(run_dir: Path, cfg, tta: str = "", method: str = "") -> tuple[list
     from .tables import current_predict
     from .tta import parse_views
     info = current_predict(run_dir) or {}
-    if not info and (Path(run_dir) / "test_masks.npz").exists():
+    if not info and RunDir(run_dir).masks("test").exists():
         info = RunDir(run_dir).read_json("predict") or {}  # masks carry no table hash
     views = tta or info.get("views") or info.get("tta") or getattr(cfg, "tta", "") or "none"
     return parse_views(views), method or info.get("method", "mean")
@@ -155,8 +154,8 @@ def predict_run_test(run_dir: Path, tta: str = "", method: str = "", batch_size:
 def write_fold_tta(run: RunDir, comp, ids: list, per_fold: dict[int, np.ndarray]) -> dict[str, str]:
     """fold<k>/test_tta.parquet for each fold model given ({fold: path in the run}); stale ones are removed."""
     from .tables import write_probs
-    for old in run.path.glob("fold*/test_tta.parquet"):
-        if not old.parent.name[4:].isdigit() or int(old.parent.name[4:]) not in per_fold:
+    for k, old in run.fold_files(lambda k: run.table("test_tta", k)).items():
+        if k not in per_fold:
             old.unlink()
     written = {}
     for k, probs in per_fold.items():
@@ -171,11 +170,11 @@ def write_test(trainer: Trainer, out: Path, ids: list, probs: np.ndarray) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     if is_segmentation(trainer):
         from .seg_data import write_masks
-        write_masks(out / "test_masks.npz", ids, probs)
-        return out / "test_masks.npz"
+        write_masks(RunDir(out).masks("test"), ids, probs)
+        return RunDir(out).masks("test")
     from .tables import write_probs
-    write_probs(out / "test.parquet", ids, probs, trainer.comp)
-    return out / "test.parquet"
+    write_probs(RunDir(out).table("test"), ids, probs, trainer.comp)
+    return RunDir(out).table("test")
 
 
 def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
@@ -197,13 +196,11 @@ def predict_dataset(trainer: Trainer, models: list, dataset, views: list[str], m
     for batch in progress(loader, f"{desc}: {len(models)} model(s) x {len(views)} view(s)"):
         x = normalize_images(batch["image"].to(acc.device), trainer.norm, trainer.config.channels_last)  # uint8 in
         cap = auto_max_batch(x, acc.device) if max_batch < 0 else max_batch
+        fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731  the experiment's own eval_step
         for j, model in enumerate(models):
-            trainer.model = model
-            fn = lambda t: trainer.eval_step({"image": t})["probs"].float()  # noqa: E731
-            with acc.autocast():
-                p = predict_views(fn, x, views, method, class_dim=None, max_batch=cap)  # the experiment's own eval_step
+            with trainer.using_model(model), acc.autocast():
+                p = predict_views(fn, x, views, method, class_dim=None, max_batch=cap)
             outs[j].append((_renorm_heads(trainer, p) if method == "gmean" else p).cpu())
-    trainer.model = None
     return [torch.cat(o).numpy() for o in outs]
 
 
@@ -218,4 +215,4 @@ def predict_masks(exp: str, runs: str | Path = "runs", tta: str = "", batch_size
     run_dir = Path(runs) / exp
     done = predict_run_test(run_dir, tta or RunDir(run_dir).config(SegConfig).tta, "mean", batch_size, device=device)
     RunDir(run_dir).write_json("predict", {"tta": done["views"], "folds": done["folds"]})
-    return run_dir / "test_masks.npz"
+    return RunDir(run_dir).masks("test")

@@ -34,7 +34,7 @@ def fold_models(trainer: Trainer) -> dict[int, torch.nn.Module]:
     """Each fold's best weights in an eval-mode model on the trainer's device, by fold number."""
     found = {}
     for k in sorted(trainer.folds.fold.unique().tolist()):
-        path = trainer.run_dir / f"fold{k}" / "best.safetensors"
+        path = RunDir(trainer.run_dir).weights(k)
         if path.exists():
             model = trainer.build_model()
             model.load_state_dict(load_state_dict(path))
@@ -64,9 +64,9 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
     if not oof:
         info = {"views": views, "method": method, "folds": done["folds"], "all_folds": False, "metric": comp.metric,
                 "cv": None, "cv_tta": None, "oof_tta": None, "fold_tests": done["fold_tests"],
-                "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}
+                "test_sha256": folds_mod.file_hash(run.table("test"))}
         run.write_json("predict", info)
-        return {**info, "test": str(run_dir / "test.parquet")}
+        return {**info, "test": str(run.table("test"))}
     overrides = {"batch_size": int(batch_size)} if batch_size else {}
     if num_workers >= 0:
         overrides["num_workers"] = int(num_workers)
@@ -85,17 +85,17 @@ def predict_run(exp: str, tta: str = "none", method: str = "mean", runs: str | P
         write_confusion(run_dir, comp, trainer.train_df, pd.read_parquet(run.table("oof_tta")), "confusion_tta.png")
     info = {"views": views if kept else ["none"], "method": method, "folds": list(models), "all_folds": all_folds,
             "metric": comp.metric, "cv": primary["cv"], "cv_tta": primary["cv_tta"],
-            "oof_tta": "oof_tta.parquet" if kept else None, "tta_views": views, "primary": names[0],
+            "oof_tta": run.table("oof_tta").name if kept else None, "tta_views": views, "primary": names[0],
             "schemes": scores, "cv_schemes": {n: s["cv_tta" if kept else "cv"] for n, s in scores.items()},
             **decision, "kept": kept, "fold_tests": done["fold_tests"],
-            "test_sha256": folds_mod.file_hash(run_dir / "test.parquet")}  # ties this record to that test table
+            "test_sha256": folds_mod.file_hash(run.table("test"))}  # ties this record to that test table
     run.write_json("predict", info)
     cv_json = run.read_json("cv")
     if cv_json is not None:  # per-class F1 with the views, beside the plain ones
         cv_json["tta"] = {"views": views, "method": method, "cv_tta": primary["cv_tta"],
                           "per_class_f1": primary_scored["per_class_f1"]}
         run.write_json("cv", cv_json)
-    info.update(test=str(run_dir / "test.parquet"), oof_tta=str(run.table("oof_tta")) if kept else None)
+    info.update(test=str(run.table("test")), oof_tta=str(run.table("oof_tta")) if kept else None)
     trainer.accelerator.free_memory()
     return info
 

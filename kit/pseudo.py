@@ -129,7 +129,7 @@ def run_pseudo(exp: str, rounds: int = 3, threshold: float = 0.9, per_class_top:
         name = f"{exp}_pl{r}"
         round_dir, run = runs_dir / name, RunDir(runs_dir / name)
         round_dir.mkdir(parents=True, exist_ok=True)
-        table_path = round_dir / "pseudo.parquet"
+        table_path = run.table("pseudo")
         source = (run.read_json("pseudo") or {}).get("labels_from")
         if not table_path.exists() or source is None:  # a resumed round keeps the labels it was started with
             source = label_source(parent_dir, folds)

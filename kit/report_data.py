@@ -26,14 +26,15 @@ def read_json(path: Path):
 def read_metrics(run_dir: Path) -> dict[int, list[dict]]:
     """Per fold, the epoch rows of fold<k>/metrics.jsonl in order (a torn last line is skipped)."""
     out = {}
-    for path in RunDir(run_dir).fold_files("metrics.jsonl").values():
+    run = RunDir(run_dir)
+    for k, path in run.fold_files(lambda k: run.log("metrics", k)).items():
         rows = []
         for line in path.read_text().splitlines():
             try:
                 rows.append(json.loads(line))
             except ValueError:
                 continue
-        out[int(path.parent.name[4:])] = rows
+        out[k] = rows
     return out
 
 

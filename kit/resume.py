@@ -20,10 +20,11 @@ import torch
 
 from .checkpoint import CheckpointError, inspect_checkpoint, newest_complete, prune_checkpoints, write_checkpoint
 from .faults import fault_point
+from .rundir import LOG_FILES
 from .errors import KitError
 
 STATE_FILE = "trainer_state.pt"
-STEP_LOG = "steps.jsonl"
+STEP_LOG, METRIC_LOG = LOG_FILES["steps"], LOG_FILES["metrics"]
 
 
 @dataclass
@@ -197,7 +198,7 @@ def check_processes(saved: int, now: int, ckpt: Path) -> None:
 def trim_logs(fold_dir: Path, pos: tuple[int, int]) -> None:
     """Drop log rows written after the checkpoint (the resumed run writes them again)."""
     epoch, done = pos
-    _filter_jsonl(fold_dir / "metrics.jsonl", lambda r: r["epoch"] < epoch)
+    _filter_jsonl(fold_dir / METRIC_LOG, lambda r: r["epoch"] < epoch)
     _filter_jsonl(fold_dir / STEP_LOG, lambda r: (r["epoch"], r["batch"]) <= (epoch, done))
 
 

@@ -16,6 +16,7 @@ from .config import Config, load_config, save_config
 
 JSON_FILES = ("cv", "lineage", "predict", "schemes", "ensemble", "pseudo", "summary")
 LOGS = ("metrics", "steps")
+LOG_FILES = {name: f"{name}.jsonl" for name in LOGS}  # in fold<k>/
 
 
 class RunDirError(CompetitionError):
@@ -41,6 +42,10 @@ class RunDir:
         """`oof`, `test`, `oof_tta`, ... .parquet, run-level or of one fold."""
         return (self.path if fold is None else self.fold(fold)) / f"{split}.parquet"
 
+    def weights(self, fold: int | str) -> Path:
+        """fold<k>/best.safetensors: the fold's best weights."""
+        return self.fold(fold) / "best.safetensors"
+
     def masks(self, split: str, fold: int | str | None = None) -> Path:
         """`oof`, `test` probability masks (.npz) of a segmentation run, run-level or of one fold."""
         return (self.path if fold is None else self.fold(fold)) / f"{split}_masks.npz"
@@ -51,13 +56,16 @@ class RunDir:
             raise KeyError(f"{name!r} is not a fold log; known: {LOGS}")
         return self.fold(fold) / f"{name}.jsonl"
 
-    def fold_files(self, name: str) -> dict[int, Path]:
-        """{k: fold<k>/<name>} for the folds that have the file, in numeric fold order (fold2 before fold10)."""
+    def fold_files(self, path_of) -> dict[int, Path]:
+        """{k: path_of(k)} for the fold<k>/ folders where that file exists, in numeric order (fold2 before fold10).
+
+        `path_of` is one of this RunDir's fold paths, e.g. `run.weights` or `lambda k: run.table("oof", k)`.
+        """
         found = {}
-        for path in self.path.glob(f"fold*/{name}"):
-            k = path.parent.name[4:]
-            if k.isdigit():
-                found[int(k)] = path
+        for folder in self.path.glob("fold*"):
+            k = folder.name[4:]
+            if k.isdigit() and path_of(int(k)).exists():
+                found[int(k)] = path_of(int(k))
         return dict(sorted(found.items()))
 
     def has_test(self) -> bool:

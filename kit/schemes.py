@@ -59,24 +59,24 @@ def predict_schemes(trainer, valid_ds) -> None:
         loader = acc.prepare_data_loader(build_loader(ds, cfg.batch_size, cfg.num_workers, shuffle=False))
         probs = trainer.predict_loader(loader)
         if acc.is_main_process:
-            write_probs(trainer.fold_dir / f"oof_{scheme}.parquet", valid_ds.ids, probs, trainer.comp)
+            write_probs(RunDir(trainer.run_dir).table(f"oof_{scheme}", trainer.fold), valid_ds.ids, probs, trainer.comp)
     acc.wait_for_everyone()
 
 
 def collect_schemes(run_dir: Path, cfg, comp, train_df: pd.DataFrame) -> dict | None:
     """CV per scheme over the folds every scheme has; written to runs/<exp>/schemes.json."""
-    run_dir = Path(run_dir)
+    run_dir, run = Path(run_dir), RunDir(run_dir)
     extras = extra_schemes(cfg)
     if not extras:
         return None
-    names = {s: f"{scheme_table(cfg, s)}.parquet" for s in run_schemes(cfg)}
+    names = {s: scheme_table(cfg, s) for s in run_schemes(cfg)}
     folds = sorted(int(d.name[4:]) for d in run_dir.glob("fold*")
-                   if d.name[4:].isdigit() and all((d / f).exists() for f in names.values()))
+                   if d.name[4:].isdigit() and all(run.table(t, d.name[4:]).exists() for t in names.values()))
     if not folds:
         return None
     scores = {}
-    for scheme, file in names.items():
-        oof = pd.concat([pd.read_parquet(run_dir / f"fold{k}" / file) for k in folds], ignore_index=True)
+    for scheme, table in names.items():
+        oof = pd.concat([pd.read_parquet(run.table(table, k)) for k in folds], ignore_index=True)
         scores[scheme] = score_oof(comp, train_df, oof)["score"]
     out = {"primary": primary_scheme(cfg), "folds": folds, "cv": scores}
     RunDir(run_dir).write_json("schemes", out)

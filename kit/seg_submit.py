@@ -88,7 +88,7 @@ def build_rle_submission(comp: Competition, run_dir: Path, threshold=None, min_a
     Threshold and smallest kept area: the arguments, else cv.json's OOF-tuned ones, else --threshold.
     """
     spec, layout = mask_spec(comp), submission_layout(comp)
-    path = Path(run_dir) / "test_masks.npz"
+    path = RunDir(run_dir).masks("test")
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train with predict_test, or run `kit predict-seg`")
     ids, probs = read_masks(path)

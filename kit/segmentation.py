@@ -169,7 +169,7 @@ class SegTrainer(Trainer):
 
     def write_predictions(self, split: str, ids: list, probs: np.ndarray) -> None:
         """Save one fold's `oof` or `test` probability masks (fold<k>/<split>_masks.npz)."""
-        write_masks(self.fold_dir / f"{split}_masks.npz", ids, probs)
+        write_masks(RunDir(self.run_dir).masks(split, self.fold), ids, probs)
 
     def collect_run(self) -> dict:
         """Merge fold masks: OOF CV and tuned thresholds (cv.json), test masks averaged over folds."""
@@ -184,12 +184,13 @@ class SegTrainer(Trainer):
 def collect_seg_run(trainer: SegTrainer) -> dict:
     """cv.json (per-fold and whole-OOF scores, tuned thresholds) and test_masks.npz averaged over folds."""
     run_dir, comp, spec, cfg = trainer.run_dir, trainer.comp, trainer.spec, trainer.config
+    run = RunDir(run_dir)
     all_folds = sorted(trainer.folds.fold.unique().tolist())
-    done = [k for k in all_folds if (run_dir / f"fold{k}" / "oof_masks.npz").exists()]
+    done = [k for k in all_folds if run.masks("oof", k).exists()]
     result = {"folds_done": done, "cv": None, "metric": comp.metric, "per_fold": {}}
     ids, parts = [], []
     for k in done:
-        fold_ids, fold_probs = read_masks(run_dir / f"fold{k}" / "oof_masks.npz")
+        fold_ids, fold_probs = read_masks(run.masks("oof", k))
         ids, parts = ids + fold_ids, parts + [(k, fold_probs, trainer.truth_masks(fold_ids))]
     if done:
         oof, truth = np.concatenate([p for _, p, _ in parts]), np.concatenate([t for _, _, t in parts])
@@ -204,9 +205,9 @@ def collect_seg_run(trainer: SegTrainer) -> dict:
         post = lambda p: drop_small(binarize(p, spec.mode, result["threshold"]), result["min_area"])  # noqa: E731
         result["per_fold"] = {k: mask_score(post(p), t, comp.metric) for k, p, t in parts}
         if len(done) == len(all_folds):
-            write_masks(run_dir / "oof_masks.npz", ids, oof)
+            write_masks(run.masks("oof"), ids, oof)
             result["cv"] = result["oof_score"]
-    tests = [run_dir / f"fold{k}" / "test_masks.npz" for k in done]
+    tests = [run.masks("test", k) for k in done]
     tests = [p for p in tests if p.exists()]
     if tests:
         test_ids, mean = read_masks(tests[0])
@@ -215,7 +216,7 @@ def collect_seg_run(trainer: SegTrainer) -> dict:
             if other_ids != test_ids:
                 raise ValueError(f"{p}: test ids differ from {tests[0]}")
             mean += other
-        write_masks(run_dir / "test_masks.npz", test_ids, mean / len(tests))
+        write_masks(run.masks("test"), test_ids, mean / len(tests))
         result["test_folds"] = [int(p.parent.name[4:]) for p in tests]
     RunDir(run_dir).write_json("cv", result)
     return result

@@ -103,7 +103,8 @@ def run_cv(run_dir: Path, comp: Competition) -> tuple[float | None, str | None]:
     per_fold = cv.get("per_fold") or {}
     if not per_fold:  # a run stopped before collecting: score the fold OOF tables it left
         from .tables import score_oof
-        oofs = RunDir(run_dir).fold_files("oof.parquet")
+        run = RunDir(run_dir)
+        oofs = run.fold_files(lambda k: run.table("oof", k))
         if oofs:
             train = comp.read_train()
             per_fold = {str(k): score_oof(comp, train, pd.read_parquet(p))["score"] for k, p in oofs.items()}

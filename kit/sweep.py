@@ -54,9 +54,9 @@ def epoch_values(run_dir: Path, metric: str) -> list[float]:
     anything by stopping.
     """
     key = metric if metric != "cv/score" else "valid/score"
-    folds = [(int(p.parent.name[4:]), p) for p in run_dir.glob("fold*/metrics.jsonl") if p.parent.name[4:].isdigit()]
     out = []
-    for _, f in sorted(folds):
+    run = RunDir(run_dir)
+    for f in run.fold_files(lambda k: run.log("metrics", k)).values():
         for line in f.read_text().splitlines():
             try:
                 row = json.loads(line)

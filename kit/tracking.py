@@ -189,7 +189,7 @@ class Tracking:
         if not self.names or not t.accelerator.is_main_process or not t.task.one_label_per_row:
             return
         from .tables import read_probs
-        ids, probs = read_probs(t.fold_dir / "oof.parquet", t.comp)
+        ids, probs = read_probs(RunDir(t.run_dir).table("oof", t.fold), t.comp)
         order = {str(i): k for k, i in enumerate(valid_ds.ids)}
         rows = np.array([order[i] for i in ids])
         y, pred = valid_ds.targets.numpy()[rows], probs.argmax(1)

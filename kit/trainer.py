@@ -1,6 +1,7 @@
 """The Trainer: every Accelerate call of the kit lives here. Override the public build_*/step methods."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -208,7 +209,7 @@ class Trainer:
 
     def write_predictions(self, split: str, ids: list, probs: np.ndarray) -> None:
         """Save one fold's `oof` or `test` probabilities keyed by id (fold<k>/<split>.parquet)."""
-        write_probs(self.fold_dir / f"{split}.parquet", ids, probs, self.comp)
+        write_probs(RunDir(self.run_dir).table(split, self.fold), ids, probs, self.comp)
 
     # ------------------------------------------------------------------ public entry points
     def fit(self, fold: int) -> dict:
@@ -273,12 +274,17 @@ class Trainer:
 
     def predict_loader(self, loader) -> np.ndarray:
         """Class probabilities for a prepared loader, gathered from every process in dataset order."""
-        train_model, self.model = self.model, eval_module(self.model, self.ema)  # with EMA on, its weights predict
+        with self.using_model(eval_module(self.model, self.ema)), self.accelerator.autocast():  # EMA weights if on
+            return self._predict(loader)
+
+    @contextlib.contextmanager
+    def using_model(self, model: torch.nn.Module):
+        """Inside the block eval_step runs `model` (EMA weights, a fold model at predict time); then the trainer's own."""
+        own, self.model = self.model, model
         try:
-            with self.accelerator.autocast():
-                return self._predict(loader)
+            yield model
         finally:
-            self.model = train_model
+            self.model = own
 
     @torch.no_grad()
     def _predict(self, loader) -> np.ndarray:
@@ -338,7 +344,7 @@ class Trainer:
             run.save_config(self.config)
             run.save_config(self.config, fold=self.fold)
             if self.resume_dir is None:  # a resumed run keeps (and trims) its log
-                (self.fold_dir / "metrics.jsonl").unlink(missing_ok=True)
+                RunDir(self.run_dir).log("metrics", self.fold).unlink(missing_ok=True)
             write_lineage(self)  # and experiment.py, run-level and per fold
         self.tracking.start()
         acc.wait_for_everyone()
@@ -349,12 +355,12 @@ class Trainer:
             model = acc.unwrap_model(eval_module(self.model, self.ema))  # the EMA weights when EMA is on
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             meta = {"epoch": str(self.epoch), "score": str(self.best)}
-            write_aside(self.fold_dir / "best.safetensors", lambda tmp: save_file(state, str(tmp), metadata=meta))
+            write_aside(RunDir(self.run_dir).weights(self.fold), lambda tmp: save_file(state, str(tmp), metadata=meta))
             self.write_predictions("oof", self.valid_ids, probs)
         acc.wait_for_everyone()
 
     def _load_best(self) -> None:
-        state = load_file(str(self.fold_dir / "best.safetensors"))  # on CPU; load_state_dict copies to device
+        state = load_file(str(RunDir(self.run_dir).weights(self.fold)))  # on CPU; load_state_dict copies to device
         self.accelerator.unwrap_model(self.model).load_state_dict(state)
         if self.ema is not None:  # the best weights are EMA weights: test predictions come from them
             self.ema.module.load_state_dict(state)
@@ -362,7 +368,7 @@ class Trainer:
     def _log(self, row: dict) -> None:
         acc = self.accelerator
         if acc.is_main_process:
-            with open(self.fold_dir / "metrics.jsonl", "a") as f:
+            with open(RunDir(self.run_dir).log("metrics", self.fold), "a") as f:
                 f.write(json.dumps(row) + "\n")
             shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
             tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))

@@ -87,7 +87,8 @@ def test_kit_sweep_runs_a_segmentation_experiment(seg_comp, tmp_path):
 
 # 60 rows, 5 folds -> 48 train rows = 6 batches of 8 per epoch; Affine/noise/dropout augment image and mask together
 RESUME = ["--encoder=tu-test_resnet", "--img_size=32", "--batch_size=8", "--num_workers=0", "--predict_test=false",
-          "--epochs=2", "--limit=60", "--ckpt_every=2", "--aug=medium", "--tta=none"]
+          "--epochs=2", "--limit=60", "--ckpt_every=2", "--aug=medium", "--tta=none",
+          "--keep_fold_ckpts=true"]  # the final checkpoints are compared: the finished fold keeps them
 
 
 @pytest.mark.slow
