@@ -280,7 +280,7 @@ class Trainer:
     @contextlib.contextmanager
     def using_model(self, model: torch.nn.Module):
         """Inside the block eval_step runs `model` (EMA weights, a fold model at predict time); then the trainer's own."""
-        own, self.model = self.model, model
+        own, self.model = getattr(self, "model", None), model  # an inference-mode trainer has none of its own
         try:
             yield model
         finally:
