@@ -170,11 +170,13 @@ def write_test(trainer: Trainer, out: Path, ids: list, probs: np.ndarray) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     if is_segmentation(trainer):
         from .seg_data import write_masks
-        write_masks(RunDir(out).masks("test"), ids, probs)
-        return RunDir(out).masks("test")
+        path = RunDir(out).masks("test")
+        write_masks(path, ids, probs)
+        return path
     from .tables import write_probs
-    write_probs(RunDir(out).table("test"), ids, probs, trainer.comp)
-    return RunDir(out).table("test")
+    path = RunDir(out).table("test")
+    write_probs(path, ids, probs, trainer.comp)
+    return path
 
 
 def _renorm_heads(trainer: Trainer, probs: torch.Tensor) -> torch.Tensor:
