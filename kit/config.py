@@ -28,6 +28,7 @@ class Config:
     valid_schemes: str = ""  # extra validation views scored side by side, e.g. "plain,testlike" (`kit cvlb` compares)
     batch_size: int = 64  # per process; the effective batch is batch_size * grad_accum * processes
     num_workers: int = -1  # DataLoader workers per process; -1: what the machine offers (kit/data.py resolve_workers)
+    image_cache: str = "auto"  # auto: decode each train/valid image once into shared memory when they fit | off
     limit: int = 0  # keep only this many train rows (quick smoke runs); 0 keeps all
     sampler: str = "shuffle"  # shuffle | balanced (every class drawn equally often) | sqrt (a softer oversampling)
     pseudo: str = ""  # pseudo-label table (`kit pseudo` writes it): its rows join training parts, never validation

@@ -28,6 +28,7 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.view_seed = view_seed  # set: a random pipeline gives each image one fixed view (seed + index)
         self.aug_seed = None  # set (training): each row's augmentation is drawn from (seed, epoch, row)
+        self.cache = None  # an ImageCache (kit/image_cache.py): decoded rows shared by every loader process
         # shared memory, so DataLoader workers (persistent ones too) see the epoch the main process sets
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
 
@@ -49,8 +50,19 @@ class ImageDataset(Dataset):
         elif self.aug_seed is not None:
             seed_pipeline(self.transform, row_seed(self.aug_seed, int(self._epoch[0]), i))
 
-    def __getitem__(self, i: int) -> dict:
+    def read(self, i: int) -> np.ndarray:
+        """Row i's decoded RGB image: from the cache once any loader process decoded it, else from its file."""
+        cache = self.cache
+        image = None if cache is None else cache.get(i)
+        if image is not None:
+            return image.copy()  # the pipeline gets its own array: no transform can alter the cached pixels
         image = read_image(self.paths[i])
+        if cache is not None:
+            cache.put(i, image)
+        return image
+
+    def __getitem__(self, i: int) -> dict:
+        image = self.read(i)
         if self.transform is not None:
             self.seed_transform(i)
             image = self.transform(image=image)["image"]

@@ -108,7 +108,8 @@ def find_resume(trainer) -> Path | None:
 
 # settings that do not change the training trajectory: a resume may change them
 FREE_TO_CHANGE = {"resume", "num_workers", "log_with", "predict_test", "valid_schemes", "ckpt_every", "keep_ckpts",
-                  "skip_nonfinite", "out_dir", "comp", "fold", "auto_batch", "name", "keep_fold_ckpts"}
+                  "skip_nonfinite", "out_dir", "comp", "fold", "auto_batch", "name", "keep_fold_ckpts",
+                  "image_cache"}
 
 
 def config_changes(saved: dict, now: dict) -> str:

@@ -47,7 +47,7 @@ def scheme_dataset(trainer, valid_ds, scheme: str):
     transform = (build_eval_transforms(cfg.img_size, norm) if plain
                  else build_train_transforms(scheme, cfg.img_size, norm))
     ds = ImageDataset(valid_ds.paths, valid_ds.targets.numpy(), transform, None if plain else cfg.seed)
-    ds.ids = list(valid_ds.ids)
+    ds.ids, ds.cache = list(valid_ds.ids), valid_ds.cache  # the same rows: the same decoded images
     return ds
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .competition import Competition, CompetitionError
-from .data import ImageDataset, read_image
+from .data import ImageDataset
 from .preflight import check_image
 from .rle import ORDERS, rle_decode
 from .validate import rle_problem
@@ -158,7 +158,7 @@ class SegDataset(ImageDataset):
         self.targets = None if rows is None else MaskTargets(self)
 
     def __getitem__(self, i: int) -> dict:
-        image = read_image(self.paths[i])
+        image = self.read(i)
         item = {"index": i}
         self.seed_transform(i)
         if self.rows is None:

@@ -27,6 +27,7 @@ from .data import ImageDataset, build_loader
 from .ema import create_ema, eval_module
 from .finetune import param_groups, set_backbone_trainable
 from .finished import end_fold, skip_finished
+from .image_cache import attach_cache
 from .lineage import write_lineage
 from .memory import compile_in_place, set_channels_last
 from .metrics import LOWER_IS_BETTER, is_better
@@ -225,6 +226,10 @@ class Trainer:
         self.resume_dir = find_resume(self)  # None: a fresh start
         self._start_run_dir()
         train_ds, valid_ds = self.build_datasets(fold)
+        for part, ds in (("train", train_ds), ("valid", valid_ds)):
+            why_not = attach_cache(ds, cfg.image_cache)  # kit/image_cache.py
+            if why_not:
+                acc.print(f"fold {fold}: {part} images are not cached ({why_not}): decoded every epoch")
         self.valid_ids = valid_ds.ids
         model = set_channels_last(self.build_model(), cfg.channels_last)
         self.ema = create_ema(model, cfg.ema_decay, acc.device)  # a plain copy, before compile and Accelerate wrap
