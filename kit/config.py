@@ -27,7 +27,7 @@ class Config:
     valid_aug: str = "none"  # validate on one fixed augmented view per image (`kit adval` picks a test-like one)
     valid_schemes: str = ""  # extra validation views scored side by side, e.g. "plain,testlike" (`kit cvlb` compares)
     batch_size: int = 64  # per process; the effective batch is batch_size * grad_accum * processes
-    num_workers: int = -1  # DataLoader workers per process; -1: what the machine offers (kit/data.py resolve_workers)
+    num_workers: int = -1  # DataLoader workers per process; -1 or auto: what the machine offers (data.resolve_workers)
     image_cache: str = "auto"  # auto: decode each train/valid image once into shared memory when they fit | off
     limit: int = 0  # keep only this many train rows (quick smoke runs); 0 keeps all
     sampler: str = "shuffle"  # shuffle | balanced (every class drawn equally often) | sqrt (a softer oversampling)
@@ -103,8 +103,13 @@ def _unknown_key_message(key: str, known) -> str:
     return f"unknown config key --{key}{hint}"
 
 
+AUTO_INTS = {"num_workers": -1}  # integer settings whose "auto" is spelled -1 in the dataclass
+
+
 def cast_value(name: str, raw: str, kind):
     """Cast a command-line string to the field's declared type, naming the key on failure."""
+    if name in AUTO_INTS and raw.strip().lower() == "auto":
+        return AUTO_INTS[name]
     if kind is bool:
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on", ""):

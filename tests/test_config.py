@@ -20,6 +20,14 @@ def test_large_numbers_are_not_turned_into_inf_and_floats_into_ints_only_when_wh
         parse_overrides(["--epochs=2.5"])
 
 
+def test_num_workers_auto_is_minus_one_and_other_words_are_refused():
+    assert parse_overrides(["--num_workers=auto"]) == parse_overrides(["--num_workers=-1"]) == {"num_workers": -1}
+    assert parse_overrides(["--num_workers", "AUTO"]) == {"num_workers": -1}
+    for arg in ("--num_workers=many", "--epochs=auto"):
+        with pytest.raises(ConfigError, match=arg.split("=")[0]):
+            parse_overrides([arg])
+
+
 def test_bare_flag_is_true_and_fold_stays_a_string():
     assert parse_overrides(["--pretrained"]) == {"pretrained": True}
     assert parse_overrides(["--fold=0"]) == {"fold": "0"}
