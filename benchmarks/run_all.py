@@ -48,7 +48,7 @@ def _rows_data(quick: bool) -> list[tuple]:
             ("data: the same, later epochs (images from the cache)", d["ratio_later"], "", None),
             ("data: loader CPU per batch, ms (decode + augment + collate)", d["decode_ms"], "", None),
             ("data: loader CPU per batch from the image cache, ms (augment + collate)", d["cached_ms"], "", None),
-            ("data: 1 + loader CPU / step time (the ratio's floor with no spare core)", d["floor"], "", None)]
+            ("data: 1 + loader CPU / step time (the ratio if the step left no core idle)", d["no_idle"], "", None)]
 
 
 def _rows_tta(quick: bool) -> list[tuple]:
