@@ -15,12 +15,16 @@ classes needs nothing else.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
 
 from .competition import Competition, CompetitionError
 from .metrics import get_metric
+
+if TYPE_CHECKING:  # a tensor only arrives once torch is loaded: the table-only commands never import it
+    import torch
 
 
 def head_sizes(comp: Competition) -> list[int]:
@@ -73,6 +77,7 @@ def encode_column(rows: pd.DataFrame, column: str, classes: list, csv: str, id_c
 
 def output_probs(comp: Competition, logits: torch.Tensor) -> torch.Tensor:
     """A softmax over each head's slice (columns `head:class`)."""
+    import torch
     return torch.cat([chunk.softmax(-1) for chunk in logits.split(head_sizes(comp), -1)], -1)
 
 

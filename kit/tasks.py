@@ -5,15 +5,18 @@ here (and its name in competition.TASKS).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
 
 from . import heads
 from .competition import Competition, CompetitionError
 from .folds import label_matrix
-from .losses import MultiHeadLoss, create_loss
 from .metrics import get_metric, per_class_f1
+
+if TYPE_CHECKING:  # torch and timm (losses) load when a model is built: `kit folds` and friends stay quick
+    import torch
 
 
 class Task:
@@ -65,6 +68,7 @@ class Task:
         return self._loss(cfg, train_df[self.comp.target], self.comp.classes)
 
     def _loss(self, cfg, column: pd.Series, classes: list, multilabel: bool = False) -> torch.nn.Module:
+        from .losses import create_loss
         counts = column.value_counts().reindex(classes, fill_value=0).to_numpy()
         return create_loss(cfg.loss, len(classes), counts if cfg.loss == "weighted_ce" else None, cfg.smoothing,
                            cfg.focal_gamma, cfg.mixup > 0 or cfg.cutmix > 0, multilabel)
@@ -136,6 +140,7 @@ class MultiheadTask(Task):
 
     def build_loss(self, cfg, train_df: pd.DataFrame) -> torch.nn.Module:
         """One loss per head, summed."""
+        from .losses import MultiHeadLoss
         losses = {h: self._loss(cfg, train_df[h], c) for h, c in self.comp.heads.items()}
         return MultiHeadLoss(losses, heads.head_sizes(self.comp))
 
@@ -200,6 +205,7 @@ class MultilabelTask(Task):
 
     def build_loss(self, cfg, train_df: pd.DataFrame) -> torch.nn.Module:
         """bce or asymmetric on the 0/1 targets (ce is refused with a hint)."""
+        from .losses import create_loss
         return create_loss(cfg.loss, len(self.comp.classes), None, cfg.smoothing, cfg.focal_gamma,
                            cfg.mixup > 0 or cfg.cutmix > 0, multilabel=True)
 

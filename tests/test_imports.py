@@ -1,5 +1,8 @@
-"""Imports inside kit point one way: a cycle between kit's modules is a design bug."""
+"""Imports inside kit point one way (a cycle between kit's modules is a design bug), and the commands that only
+read tables never load torch."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 KIT = Path(__file__).resolve().parents[1] / "kit"
@@ -90,3 +93,24 @@ def test_only_rundir_names_the_run_folder_files():
                 # sentences, so a bare file name is a path being built
                 named.setdefault(path.name, set()).add(node.value)
     assert named == {}, f"modules that open run-folder files themselves instead of through RunDir: {named}"
+
+
+HEAVY = ("torch", "timm", "torchvision")
+TABLE_MODULES = ("kit.cli", "kit.folds", "kit.tasks", "kit.validate", "kit.submissions", "kit.leaderboard",
+                 "kit.ensemble", "kit.report", "kit.compare", "kit.ledger")
+
+
+def test_commands_that_only_read_tables_do_not_load_torch(demo_dir, tmp_path):
+    """kit folds / validate / submit / ledger / ensemble / report start in a second or two, not after torch + timm."""
+    probe = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]; print(sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe, *TABLE_MODULES], capture_output=True, text=True, check=True)
+    assert not set(HEAVY) & set(eval(out.stdout)), "a table module imports torch at import time"
+    run_cli = "import sys; sys.argv = ['kit', *sys.argv[1:]]; from kit.cli import main; main()"
+    comp = tmp_path / "demo"
+    subprocess.run(["cp", "-r", str(demo_dir), str(comp)], check=True)
+    for args in (["folds", str(comp), "--n=3", "--force"],
+                 ["validate", str(comp / "sample_submission.csv"), f"--comp={comp}"]):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-c", run_cli, *args], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+        assert not set(HEAVY) & loaded, (args, set(HEAVY) & loaded)
