@@ -193,6 +193,7 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
         if not has_credentials():
             raise SubmissionError("no Kaggle credentials: ~/.kaggle/kaggle.json, ~/.kaggle/access_token, "
                                   "KAGGLE_API_TOKEN or KAGGLE_USERNAME + KAGGLE_KEY")
+        api = api or _kaggle_api()  # one client for the count and the upload
         limit = _check_daily_limit(ledger, comp, force, api)
     staged, path = stage_submission(comp, run_dir, Path(out))
     row = {"competition": comp.name, "comp_dir": str(comp.root), "kaggle_slug": comp.kaggle or None,
@@ -212,6 +213,15 @@ def submit_run(exp: str, message: str = "", runs: str | Path = "runs", out: str 
             score_local(ledger, row_id, comp, path)
         return ledger.get(row_id)
     return _upload_kaggle(ledger, comp, path, row, row_id, api)
+
+
+def _kaggle_api():
+    """An authenticated KaggleApi, or None when it cannot be made: the count and the upload then say why."""
+    from .kaggle_client import make_api
+    try:
+        return make_api()
+    except Exception:
+        return None
 
 
 def _claim_row(ledger: Ledger, comp: Competition, row: dict, where: str, limit: "DailyLimit | None") -> int:

@@ -60,9 +60,18 @@ def _secret_nowhere(out_dir, captured: str):
             assert SECRET.encode() not in f.read_bytes(), f
 
 
-def test_upload_is_recorded_then_sync_fills_kaggle_scores(setup, capsys):
+def test_upload_is_recorded_then_sync_fills_kaggle_scores(setup, capsys, monkeypatch):
+    from kaggle.api.kaggle_api_extended import KaggleApi
     fake, runs, out = setup["fake"], setup["runs"], setup["out"]
+    logins, authenticate = [], KaggleApi.authenticate
+
+    def counted(api, *a, **k):
+        logins.append(api)
+        return authenticate(api, *a, **k)
+
+    monkeypatch.setattr(KaggleApi, "authenticate", counted)
     row = submit_run("exp2", "effnet", runs, out)
+    assert len(logins) == 1, "the daily count and the upload share one client"
     assert row["target"] == "kaggle" and row["status"] == "pending" and row["kaggle_slug"] == "kit-demo"
     [sub] = fake.submissions
     assert row["kaggle_ref"] == sub["ref"]
