@@ -13,7 +13,7 @@ import time
 
 from .data import build_loader
 from .lineage import record_fold_end
-from .resume import checkpoint_root, config_changes
+from .resume import adopt_backoff, checkpoint_root, config_changes
 from .rundir import RunDir
 from .schemes import extra_schemes, predict_schemes
 
@@ -27,6 +27,8 @@ def finished_summary(trainer) -> dict | None:
     if done is None:
         return None
     saved = done.get("config", {})
+    adopt_backoff(trainer, saved)
+    cfg = trainer.config
     why = config_changes(saved, cfg.to_dict())
     if not why and cfg.predict_test and not saved.get("predict_test"):
         why = "test predictions are asked for now"

@@ -96,6 +96,7 @@ def find_resume(trainer) -> Path | None:
         if skipped:
             acc.print("resume: no complete checkpoint left; starting from scratch")
         return None
+    adopt_backoff(trainer, found.meta.get("config", {}))
     changed = config_changes(found.meta.get("config", {}), trainer.config.to_dict())
     if changed:  # another experiment under the same name: resuming would mix two runs
         _set_aside(trainer, f"resume: the checkpoints were trained with other settings ({changed}); starting fresh "
@@ -110,6 +111,22 @@ def find_resume(trainer) -> Path | None:
 FREE_TO_CHANGE = {"resume", "num_workers", "log_with", "predict_test", "valid_schemes", "ckpt_every", "keep_ckpts",
                   "skip_nonfinite", "out_dir", "comp", "fold", "auto_batch", "name", "keep_fold_ckpts",
                   "image_cache"}
+
+
+def adopt_backoff(trainer, saved: dict) -> None:
+    """With --auto_batch, take the smaller batch an earlier launch of this fold backed off to (same effective
+    batch): a relaunch then neither trains a finished fold again nor restarts a resumable one at a size that
+    ran out of memory."""
+    cfg = trainer.config
+    bs, accum = saved.get("batch_size"), saved.get("grad_accum")
+    if not cfg.auto_batch or bs is None or accum is None or bs >= cfg.batch_size:
+        return
+    if bs * accum != cfg.batch_size * cfg.grad_accum:
+        return
+    trainer.config = cfg.override(batch_size=bs, grad_accum=accum)
+    trainer.accelerator.gradient_accumulation_steps = accum
+    trainer.accelerator.print(f"fold {trainer.fold}: --auto_batch backed off to batch_size={bs} x grad_accum={accum} "
+                              f"in an earlier launch: kept")
 
 
 def config_changes(saved: dict, now: dict) -> str:

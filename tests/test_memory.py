@@ -78,3 +78,21 @@ def test_auto_batch_flag_goes_through_run_and_the_saved_config_says_what_ran(tmp
     run(OOMAbove16, [f"--out_dir={tmp_path}", "--auto_batch", "--batch_size=64", "--epochs=1", "--lr=0"])
     saved = yaml.safe_load((tmp_path / "tiny" / "fold0" / "config.yaml").read_text())
     assert (saved["batch_size"], saved["grad_accum"], saved["auto_batch"]) == (16, 4, True)
+
+
+def test_a_relaunch_keeps_the_batch_auto_batch_backed_off_to(tmp_path, capsys):
+    from kit.launch import run
+    from kit.rundir import RunDir
+    args = [f"--out_dir={tmp_path}", "--auto_batch", "--batch_size=64", "--epochs=1", "--lr=0", "--keep_fold_ckpts"]
+    run(OOMAbove16, args)
+    assert "out of memory at batch_size=64" in capsys.readouterr().out
+    # the same command again: the finished fold is kept, not trained again at 64 (which would back off again)
+    run(OOMAbove16, args)
+    out = capsys.readouterr().out
+    assert "backed off to batch_size=16 x grad_accum=4 in an earlier launch: kept" in out
+    assert "fold 0: finished earlier" in out and "out of memory" not in out and "runs again" not in out
+    # a fold with checkpoints but no done.json resumes from them at 16 x 4, not from scratch at 64
+    RunDir(tmp_path / "tiny").done_path(0).unlink()
+    run(OOMAbove16, args)
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "out of memory" not in out and "other settings" not in out, out
