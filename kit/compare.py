@@ -9,8 +9,16 @@ import pandas as pd
 from .competition import Competition, load_competition, read_table
 from .ledger import COLUMNS, Ledger
 
-TABLE_COLUMNS = ["id", "created_utc", "experiments", "cv", "cv_folds", "public", "private", "status", "target",
-                 "git", "message"]
+TABLE_COLUMNS = ["id", "created_utc", "experiments", "cv", "cv_folds", "tta", "public", "private", "status",
+                 "target", "git", "message"]
+
+
+def tta_views(record) -> str:
+    """The views a submission's test predictions averaged ("hflip+vflip"), "" when it is plain: no TTA, or
+    TTA that `kit predict` ran but did not keep."""
+    if not isinstance(record, dict) or not record.get("kept", True):
+        return ""
+    return "+".join(v for v in record.get("views") or record.get("tta") or [] if v != "none")
 
 
 def ledger_table(ledger: Ledger, sort: str = "", ascending: bool = False, limit: int = 0,
@@ -23,6 +31,7 @@ def ledger_table(ledger: Ledger, sort: str = "", ascending: bool = False, limit:
     dirty = df["git_dirty"].fillna(0).astype(bool).map({True: "*", False: ""})
     df["git"] = df["git_commit"].fillna("").astype(str).str.slice(0, 8) + dirty
     df["created_utc"] = df["created_utc"].str.replace("T", " ").str.slice(0, 19)
+    df["tta"] = df["tta"].map(tta_views)
     key = sort or "id"
     if key not in df.columns:
         raise KeyError(f"--sort={sort!r}: not a ledger column; choose from {TABLE_COLUMNS}")

@@ -149,3 +149,15 @@ def test_ledger_table_mixes_rows_with_and_without_a_git_commit(tmp_path):
     ledger.add({"competition": "c", "target": "manual", "status": "pending", "experiments": ["b"]})
     table = ledger_table(ledger)
     assert table.set_index("experiments")["git"].to_dict() == {"a": "01234567*", "b": ""}
+
+
+def test_ledger_table_shows_the_tta_views_a_submission_kept(tmp_path):
+    from kit.compare import format_table, ledger_table
+    ledger = Ledger(tmp_path / "ledger.db")
+    for name, tta in (("plain", None), ("kept", {"views": ["none", "hflip", "vflip"], "kept": True}),
+                      ("dropped", {"views": ["none", "hflip"], "kept": False}), ("seg", {"tta": ["none", "d4"]})):
+        ledger.add({"competition": "c", "target": "manual", "status": "pending", "experiments": [name], "tta": tta})
+    table = ledger_table(ledger)
+    assert table.set_index("experiments")["tta"].to_dict() == {"plain": "", "kept": "hflip+vflip", "dropped": "",
+                                                               "seg": "d4"}
+    assert "hflip+vflip" in format_table(table)

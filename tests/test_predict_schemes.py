@@ -121,6 +121,8 @@ def test_a_tta_submission_carries_tta_scheme_cvs_to_the_ledger_and_cvlb(trained,
     row = submit_run("sch", "rot TTA", trained["runs"], subs, target="local")
     assert row["cv_schemes"] == tta_cvs and row["tta"]["schemes"] == info["schemes"]  # without and with, per scheme
     assert row_schemes(row) == pytest.approx(tta_cvs)
+    from kit.compare import ledger_table
+    assert ledger_table(Ledger(subs / "ledger.db")).tta.tolist() == ["rot90+rot180+rot270"]  # what `kit ledger` shows
     by = compare_schemes(Ledger(subs / "ledger.db"), "demo")
     assert by["schemes"]["testlike"]["gap"] == pytest.approx(abs(tta_cvs["testlike"] - row["public"]))
 
