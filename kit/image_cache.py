@@ -2,36 +2,65 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .data import ImageDataset
 
 MEMORY_SHARE = 4  # an auto cache takes at most 1/4 of the memory available when it is made
 SHM_SHARE = 2  # and at most 1/2 of /dev/shm's free space (DataLoader workers pass batches through it too)
+CHANNELS = 3  # read_image always decodes to RGB uint8
 
 
 class ImageCache:
-    """One uint8 slot per row, all of the first image's shape, in shared memory that forked and spawned
-    DataLoader workers write and read; a row of another shape is not kept (it is decoded every time)."""
+    """One slot per row, sized from the file's header, in shared memory that forked and spawned DataLoader
+    workers write and read; a decoded image that does not fill its slot exactly is not kept."""
 
-    def __init__(self, n: int, shape: tuple):
-        self.shape = tuple(shape)
+    def __init__(self, slot_bytes: list[int]):
+        self.offsets = np.concatenate([[0], np.cumsum(slot_bytes, dtype=np.int64)])
         # committed now (a copy into /dev/shm), so the next cache's budget already counts this one
-        self.pixels = torch.empty((n, *self.shape), dtype=torch.uint8).share_memory_()
-        self.filled = torch.zeros(n, dtype=torch.bool).share_memory_()  # set after a row's pixels are written
+        self.pixels = torch.empty(int(self.offsets[-1]), dtype=torch.uint8).share_memory_()
+        self.shapes = torch.zeros((len(slot_bytes), 3), dtype=torch.int32).share_memory_()
+        self.filled = torch.zeros(len(slot_bytes), dtype=torch.bool).share_memory_()  # set after the pixels
+
+    def _arrays(self) -> tuple:
+        # numpy views of the shared tensors, made once per process (a pickled cache makes its own: __getstate__)
+        if getattr(self, "_views", None) is None:
+            self._views = self.pixels.numpy(), self.shapes.numpy(), self.filled.numpy()
+        return self._views
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_views": None}
 
     def get(self, i: int) -> np.ndarray | None:
         """Row i's decoded image, or None when no loader process has decoded it yet."""
-        return self.pixels[i].numpy() if self.filled[i] else None
+        pixels, shapes, filled = self._arrays()
+        if not filled[i]:
+            return None
+        return pixels[self.offsets[i]:self.offsets[i + 1]].reshape(shapes[i])
 
     def put(self, i: int, image: np.ndarray) -> None:
         """Keep row i's decoded image (two processes writing the same row write the same bytes)."""
-        if image.shape == self.shape:
-            self.pixels[i] = torch.from_numpy(image)
-            self.filled[i] = True
+        pixels, shapes, filled = self._arrays()
+        a, b = self.offsets[i], self.offsets[i + 1]
+        if image.dtype == np.uint8 and image.ndim == 3 and image.nbytes == b - a:  # an EXIF turn swaps h and w
+            pixels[a:b] = image.reshape(-1)
+            shapes[i] = image.shape
+            filled[i] = True
+
+
+def header_bytes(path: str) -> int:
+    """Bytes the file decodes to as RGB uint8, from its header alone; 0 when the header cannot be read."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception:  # noqa: BLE001 - a file PIL cannot open is simply not cached (OpenCV may still read it)
+        return 0
+    return width * height * CHANNELS
 
 
 def memory_available() -> int:
@@ -64,13 +93,13 @@ def cache_budget() -> int:
     return budget // max(int(os.environ.get("LOCAL_WORLD_SIZE", 1)), 1)
 
 
-def plan_cache(n: int, first: np.ndarray, budget: int | None = None) -> tuple[ImageCache | None, str]:
-    """(a cache for n rows shaped like `first`, "") when they fit the budget, else (None, why not)."""
-    need = n * first.nbytes
+def plan_cache(slot_bytes: list[int], budget: int | None = None) -> tuple[ImageCache | None, str]:
+    """(a cache with these slots, "") when they fit the budget, else (None, why not)."""
+    need = int(sum(slot_bytes))
     budget = cache_budget() if budget is None else budget
     if need > budget:
         return None, f"{need / 2**20:.0f} MiB decoded is over the {max(budget, 0) / 2**20:.0f} MiB budget"
-    return ImageCache(n, first.shape), ""
+    return ImageCache(slot_bytes), ""
 
 
 CACHE_MODES = ("auto", "off")
@@ -83,9 +112,8 @@ def attach_cache(ds, mode: str) -> str:
         raise ValueError(f"--image_cache={mode!r}: choose from {', '.join(CACHE_MODES)}")
     if mode == "off" or not isinstance(ds, ImageDataset) or not len(ds) or ds.cache is not None:
         return ""
-    first = ds.read(0)
-    cache, why_not = plan_cache(len(ds), first)
-    if cache is not None:
-        cache.put(0, first)
-        ds.cache = cache
+    with ThreadPoolExecutor(min(16, (os.cpu_count() or 1) * 2)) as pool:  # headers only: file reads, not decoding
+        slots = list(pool.map(header_bytes, ds.paths, chunksize=256))
+    cache, why_not = plan_cache(slots)
+    ds.cache = cache
     return why_not

@@ -135,18 +135,26 @@ def test_images_are_decoded_once_into_shared_memory_and_the_batches_do_not_chang
     cache = ds["auto"].cache
     assert bool(cache.filled.all()), "rows decoded by the workers are seen by the main process"
     for k, image in enumerate(want):
-        assert np.array_equal(cache.pixels[k].numpy(), image), k
+        assert np.array_equal(cache.get(k), image), k
 
 
-def test_the_cache_is_safe_from_in_place_transforms_and_other_shapes(tmp_path):
+def test_the_cache_keeps_images_of_any_size_and_is_safe_from_in_place_transforms(tmp_path):
     import albumentations as A
+    from PIL import Image
+
     from kit.data import ImageDataset, read_image
-    from kit.image_cache import attach_cache, plan_cache
+    from kit.image_cache import ImageCache, attach_cache, plan_cache
 
     paths = []
-    for k, side in enumerate((12, 12, 20)):  # the third row has another shape than the first
+    for k, (h, w) in enumerate(((12, 12), (20, 9), (7, 30))):  # three sizes
         paths.append(tmp_path / f"{k}.png")
-        cv2.imwrite(str(paths[-1]), np.random.default_rng(k).integers(0, 256, (side, side, 3), dtype=np.uint8))
+        cv2.imwrite(str(paths[-1]), np.random.default_rng(k).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    # a photo whose EXIF says "turn 90 degrees": the header is 16 x 10, OpenCV decodes it as 10 x 16
+    paths.append(tmp_path / "turned.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (10, 16, 3), dtype=np.uint8)).save(paths[-1], exif=exif)
+    assert read_image(paths[-1]).shape == (16, 10, 3)
 
     def blacken(image, **_):
         image[:] = 0  # writes into the array it is given
@@ -155,12 +163,15 @@ def test_the_cache_is_safe_from_in_place_transforms_and_other_shapes(tmp_path):
     ds = ImageDataset(paths, None, A.Compose([A.Lambda(image=blacken)]))
     assert attach_cache(ds, "auto") == ""
     for _ in range(2):
-        assert all(int(ds[k]["image"].max()) == 0 for k in range(3))
-    for k in range(2):
-        assert np.array_equal(ds.cache.get(k), read_image(paths[k])), "an in-place transform altered the cache"
-    assert ds.cache.get(2) is None and ds.read(2).shape == (20, 20, 3)  # not kept, decoded every time
+        assert all(int(ds[k]["image"].max()) == 0 for k in range(len(paths)))
+    for k, path in enumerate(paths):
+        assert np.array_equal(ds.cache.get(k), read_image(path)), f"row {k}: missing, or altered in place"
+    # an image that does not fill its slot (the header said another size) is not kept, and is decoded every time
+    slot = ImageCache([12 * 12 * 3])
+    slot.put(0, read_image(paths[1]))
+    assert slot.get(0) is None
     # over the budget: no cache, and the reason says how much was asked
-    cache, why = plan_cache(10_000, read_image(paths[0]), budget=2**20)
+    cache, why = plan_cache([12 * 12 * 3] * 10_000, budget=2**20)
     assert cache is None and why == "4 MiB decoded is over the 1 MiB budget"
     fresh = ImageDataset(paths, None, None)
     with pytest.raises(ValueError, match="--image_cache='always'"):
