@@ -224,6 +224,7 @@ class Trainer:
         if finished is not None:
             return finished
         self.resume_dir = find_resume(self)  # None: a fresh start
+        cfg = self.config  # the checks above may take an earlier --auto_batch back-off (kit/resume.py adopt_backoff)
         self._start_run_dir()
         train_ds, valid_ds = self.build_datasets(fold)
         for part, ds in (("train", train_ds), ("valid", valid_ds)):

@@ -82,8 +82,7 @@ def test_auto_batch_flag_goes_through_run_and_the_saved_config_says_what_ran(tmp
 
 def test_a_relaunch_keeps_the_batch_auto_batch_backed_off_to(tmp_path, capsys):
     from kit.launch import run
-    from kit.rundir import RunDir
-    args = [f"--out_dir={tmp_path}", "--auto_batch", "--batch_size=64", "--epochs=1", "--lr=0", "--keep_fold_ckpts"]
+    args = [f"--out_dir={tmp_path}", "--auto_batch", "--batch_size=64", "--epochs=1", "--lr=0"]
     run(OOMAbove16, args)
     assert "out of memory at batch_size=64" in capsys.readouterr().out
     # the same command again: the finished fold is kept, not trained again at 64 (which would back off again)
@@ -91,8 +90,24 @@ def test_a_relaunch_keeps_the_batch_auto_batch_backed_off_to(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "backed off to batch_size=16 x grad_accum=4 in an earlier launch: kept" in out
     assert "fold 0: finished earlier" in out and "out of memory" not in out and "runs again" not in out
-    # a fold with checkpoints but no done.json resumes from them at 16 x 4, not from scratch at 64
-    RunDir(tmp_path / "tiny").done_path(0).unlink()
-    run(OOMAbove16, args)
+
+
+class KilledInEpoch1(OOMAbove16):
+    """Killed at the start of its second epoch (after the first epoch's checkpoint)."""
+
+    def train_step(self, batch):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return super().train_step(batch)
+
+
+def test_a_fold_killed_after_an_auto_batch_back_off_resumes_at_the_smaller_batch(tmp_path, capsys):
+    from kit.launch import run
+    args = [f"--out_dir={tmp_path}", "--auto_batch", "--batch_size=64", "--epochs=2", "--lr=0"]
+    with pytest.raises(KeyboardInterrupt):
+        run(KilledInEpoch1, args)
+    assert "out of memory at batch_size=64" in capsys.readouterr().out
+    run(OOMAbove16, args)  # epoch 1 trains from the checkpoint, at 16 x 4: no second back-off
     out = capsys.readouterr().out
+    assert "backed off to batch_size=16 x grad_accum=4 in an earlier launch: kept" in out
     assert "resumed from" in out and "out of memory" not in out and "other settings" not in out, out
